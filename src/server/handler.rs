@@ -1,0 +1,241 @@
+//! Turns one decoded request into one response against the vault.
+//!
+//! Runs on a blocking thread: vault operations do file I/O and, for unlock,
+//! a deliberately slow KDF. A client is never told whether an item it may
+//! not read exists: every failure of a client read that is not "locked" is
+//! the same "unauthorized".
+
+use std::net::SocketAddr;
+use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use tracing::{debug, error, info, warn};
+use uuid::Uuid;
+
+use crate::protocol::{
+    Auth, ClientSummary, ErrorKind, ItemSummary, Operation, Request, Response, StoreInfo,
+};
+use crate::vault::{Unlocked, Vault, VaultError};
+
+/// What every connection shares.
+#[derive(Debug)]
+pub struct State {
+    pub vault: RwLock<Vault>,
+    pub production: bool,
+}
+
+/// Who a request was authenticated as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Anonymous,
+    Admin,
+    Client(Uuid),
+}
+
+impl State {
+    pub fn new(vault: Vault, production: bool) -> Self {
+        Self { vault: RwLock::new(vault), production }
+    }
+
+    fn read(&self) -> RwLockReadGuard<'_, Vault> {
+        self.vault.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Vault> {
+        self.vault.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Answers one request from `peer`.
+    pub fn handle(&self, peer: SocketAddr, request: Request) -> Response {
+        let operation = request.operation.name();
+        let (caller, outcome) = self.dispatch(request);
+        match &outcome {
+            Ok(_) => debug!(%peer, operation, ?caller, "served"),
+            Err(err) => log_failure(peer, operation, caller, err),
+        }
+        outcome.unwrap_or_else(|err| error_response(caller, &err))
+    }
+
+    fn dispatch(&self, request: Request) -> (Caller, Result<Response, VaultError>) {
+        let Request { auth, operation } = request;
+        match operation {
+            Operation::Info => (Caller::Anonymous, Ok(self.info())),
+            Operation::Unlock { passphrase } => {
+                let outcome = self.write().unlock(&passphrase).map(|unlocked| {
+                    info!(outcome = ?unlocked, "vault unlocked");
+                    Response::Unlocked { initialised: unlocked == Unlocked::Initialised }
+                });
+                (Caller::Admin, outcome)
+            }
+            Operation::Lock => {
+                let mut vault = self.write();
+                let outcome = authorize_admin(&vault, &auth).map(|()| {
+                    vault.lock();
+                    info!("vault locked");
+                    Response::Done
+                });
+                (Caller::Admin, outcome)
+            }
+            Operation::ItemRead { id } => self.read_item(&auth, id),
+            Operation::CheckAuth => {
+                let vault = self.read();
+                let caller = claimed(&auth);
+                (caller, authenticate(&vault, &auth).map(|_| Response::Done))
+            }
+            operation => (Caller::Admin, self.admin(&auth, operation)),
+        }
+    }
+
+    fn info(&self) -> Response {
+        let vault = self.read();
+        Response::Info(StoreInfo {
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            locked: vault.is_locked(),
+            initialised: vault.is_initialised(),
+            production: self.production,
+        })
+    }
+
+    fn read_item(&self, auth: &Auth, id: Uuid) -> (Caller, Result<Response, VaultError>) {
+        let vault = self.read();
+        let caller = claimed(auth);
+        let outcome = authenticate(&vault, auth)
+            .and_then(|_| vault.read_item(id))
+            .map(|value| Response::Value { value });
+        (caller, outcome)
+    }
+
+    /// The operations only the administrator may run.
+    fn admin(&self, auth: &Auth, operation: Operation) -> Result<Response, VaultError> {
+        let mut vault = self.write();
+        authorize_admin(&vault, auth)?;
+        let response = match operation {
+            Operation::ItemCreate { description, value } => {
+                let id = vault.create_item(&description, &value)?;
+                info!(%id, "item created");
+                Response::ItemCreated { id }
+            }
+            Operation::ItemUpdate { id, value } => {
+                let record = vault.update_item(id, &value)?;
+                info!(%id, generation = record.generation, "item updated");
+                Response::ItemUpdated { generation: record.generation }
+            }
+            Operation::ItemList { search } => {
+                let listing = vault.list_items(search.as_deref())?;
+                let items = listing.entries.into_iter().map(item_summary).collect();
+                Response::Items { items, damaged: listing.damaged }
+            }
+            Operation::ItemDelete { ids } => {
+                vault.delete_items(&ids)?;
+                info!(count = ids.len(), "items deleted");
+                Response::Done
+            }
+            Operation::ClientCreate { description } => {
+                let (id, secret) = vault.create_client(&description)?;
+                info!(%id, "client created");
+                Response::ClientCreated { id, secret }
+            }
+            Operation::ClientList => {
+                let listing = vault.list_clients()?;
+                let clients = listing
+                    .entries
+                    .into_iter()
+                    .map(|client| ClientSummary {
+                        id: client.id,
+                        description: client.description,
+                        created: client.created,
+                    })
+                    .collect();
+                Response::Clients { clients, damaged: listing.damaged }
+            }
+            Operation::ClientDelete { id } => {
+                vault.delete_client(id)?;
+                info!(%id, "client deleted");
+                Response::Done
+            }
+            other => {
+                return Err(VaultError::Internal(format!("{} is not an admin operation", other.name())));
+            }
+        };
+        Ok(response)
+    }
+}
+
+fn claimed(auth: &Auth) -> Caller {
+    match auth {
+        Auth::None => Caller::Anonymous,
+        Auth::Admin { .. } => Caller::Admin,
+        Auth::Client { id, .. } => Caller::Client(*id),
+    }
+}
+
+/// Checks whatever credentials the request carries.
+fn authenticate(vault: &Vault, auth: &Auth) -> Result<Caller, VaultError> {
+    match auth {
+        Auth::None => {
+            // Same answer as a wrong passphrase, but only once the vault
+            // could have checked one.
+            if vault.is_locked() {
+                return Err(VaultError::Locked);
+            }
+            Err(VaultError::WrongPassphrase)
+        }
+        Auth::Admin { passphrase } => vault.verify_admin(passphrase).map(|()| Caller::Admin),
+        Auth::Client { id, secret } => vault.verify_client(*id, secret).map(|()| Caller::Client(*id)),
+    }
+}
+
+fn authorize_admin(vault: &Vault, auth: &Auth) -> Result<(), VaultError> {
+    match authenticate(vault, auth)? {
+        Caller::Admin => Ok(()),
+        _ => Err(VaultError::WrongPassphrase),
+    }
+}
+
+fn item_summary(item: crate::vault::ItemInfo) -> ItemSummary {
+    ItemSummary {
+        id: item.id,
+        description: item.description,
+        created: item.created,
+        updated: item.updated,
+        generation: item.generation,
+        bound_peer: item.bound_peer,
+    }
+}
+
+fn log_failure(peer: SocketAddr, operation: &str, caller: Caller, err: &VaultError) {
+    match err {
+        VaultError::WrongPassphrase | VaultError::BadClientCredentials => {
+            warn!(%peer, operation, ?caller, "authentication failed")
+        }
+        VaultError::Integrity { .. } => error!(%peer, operation, error = %err, "integrity failure"),
+        VaultError::Io { .. } | VaultError::Setup(_) | VaultError::Internal(_) => {
+            error!(%peer, operation, error = %err, "request failed")
+        }
+        _ => debug!(%peer, operation, ?caller, error = %err, "request refused"),
+    }
+}
+
+/// The response for a failure. Clients learn only "locked" or
+/// "unauthorized"; the administrator is told what went wrong.
+fn error_response(caller: Caller, err: &VaultError) -> Response {
+    let kind = match err {
+        VaultError::Locked => ErrorKind::Locked,
+        VaultError::WrongPassphrase | VaultError::BadClientCredentials => ErrorKind::Unauthorized,
+        VaultError::NotFound { .. } => ErrorKind::NotFound,
+        VaultError::Integrity { .. } => ErrorKind::Integrity,
+        VaultError::Invalid(_) => ErrorKind::BadRequest,
+        VaultError::InUse { .. } | VaultError::Io { .. } | VaultError::Setup(_) => ErrorKind::Internal,
+        VaultError::Internal(_) => ErrorKind::Internal,
+    };
+    match (caller, kind) {
+        (_, ErrorKind::Locked) => Response::error(kind, err.to_string()),
+        (Caller::Client(_) | Caller::Anonymous, _) => Response::error(
+            ErrorKind::Unauthorized,
+            "unauthorized: the client credentials do not grant this",
+        ),
+        (Caller::Admin, ErrorKind::Internal) => {
+            Response::error(kind, "internal error in credstore; its log has the details")
+        }
+        (Caller::Admin, _) => Response::error(kind, err.to_string()),
+    }
+}

@@ -1,0 +1,211 @@
+//! The `credstore` daemon: accepts TLS connections, reads framed requests
+//! and answers them from the vault.
+
+mod config;
+mod handler;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+use tokio::time::timeout;
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, info, warn};
+use zeroize::Zeroizing;
+
+pub use config::{ServerConfig, TlsFiles};
+pub use handler::State;
+
+use crate::protocol::{
+    self, ALPN, ErrorKind, FrameError, Request, Response, decode_payload, encode_frame,
+};
+use crate::tls;
+use crate::vault::Vault;
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may sit between or inside requests.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Connections served at once; further ones wait in the accept queue.
+const MAX_CONNECTIONS: usize = 512;
+
+/// A daemon ready to serve: vault opened and locked, socket bound.
+pub struct Server {
+    listener: TcpListener,
+    acceptor: Option<TlsAcceptor>,
+    state: Arc<State>,
+}
+
+impl Server {
+    /// Opens the vault, loads the certificate and binds the socket, so that
+    /// every start-up error shows before the daemon says it is listening.
+    pub async fn bind(config: &ServerConfig, production: bool) -> Result<Self> {
+        if production && config.tls.is_none() {
+            bail!("production mode needs TLS; add a [tls] table with cert_file and key_file");
+        }
+        let acceptor = match &config.tls {
+            Some(files) => Some(load_acceptor(files)?),
+            None => None,
+        };
+        let vault = Vault::open(&config.storage_path).context("cannot open the vault")?;
+        let listener = TcpListener::bind(config.listen_address)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen_address))?;
+        let state = Arc::new(State::new(vault, production));
+        Ok(Self { listener, acceptor, state })
+    }
+
+    pub fn local_addr(&self) -> Result<SocketAddr> {
+        Ok(self.listener.local_addr()?)
+    }
+
+    /// Serves until `shutdown` completes, then locks the vault.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let address = self.local_addr()?;
+        if self.acceptor.is_none() {
+            warn!(
+                "serving WITHOUT TLS: passphrases and secrets cross the network in the clear; \
+                 use this only for local development"
+            );
+        }
+        info!(%address, tls = self.acceptor.is_some(), production = self.state.production, "listening");
+
+        let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+        tokio::pin!(shutdown);
+        loop {
+            let permit = tokio::select! {
+                () = &mut shutdown => break,
+                permit = permits.clone().acquire_owned() => permit?,
+            };
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(err) => {
+                        warn!(error = %err, "cannot accept a connection");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        continue;
+                    }
+                },
+            };
+            let acceptor = self.acceptor.clone();
+            let state = self.state.clone();
+            tokio::spawn(async move {
+                serve_connection(stream, peer, acceptor, state).await;
+                drop(permit);
+            });
+        }
+
+        info!("shutting down");
+        self.state.vault.write().unwrap_or_else(std::sync::PoisonError::into_inner).lock();
+        Ok(())
+    }
+}
+
+fn load_acceptor(files: &TlsFiles) -> Result<TlsAcceptor> {
+    let certs = tls::load_certs(&files.cert_file)?;
+    let key = tls::load_key(&files.key_file)?;
+    let config = tls::server_config(certs, key)?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    acceptor: Option<TlsAcceptor>,
+    state: Arc<State>,
+) {
+    let _ = stream.set_nodelay(true);
+    let Some(acceptor) = acceptor else {
+        return serve_requests(stream, peer, state).await;
+    };
+
+    let stream = match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(err)) => return debug!(%peer, error = %err, "TLS handshake failed"),
+        Err(_) => return debug!(%peer, "TLS handshake timed out"),
+    };
+    if stream.get_ref().1.alpn_protocol() != Some(ALPN) {
+        return warn!(%peer, "refused a TLS client that does not speak the credstore protocol");
+    }
+    serve_requests(stream, peer, state).await;
+}
+
+/// Answers requests on one connection until the peer closes it, sends a
+/// frame that cannot be read, or stays silent too long.
+async fn serve_requests<S>(mut stream: S, peer: SocketAddr, state: Arc<State>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        let payload = match timeout(IDLE_TIMEOUT, read_payload(&mut stream)).await {
+            Err(_) => return debug!(%peer, "closing an idle connection"),
+            Ok(Ok(None)) => return,
+            Ok(Ok(Some(payload))) => payload,
+            Ok(Err(err)) => {
+                // The peer gets the reason when it can still read; the
+                // connection is beyond use either way.
+                debug!(%peer, error = %err, "unreadable frame");
+                let _ = write_response(&mut stream, &frame_error(&err)).await;
+                let _ = stream.shutdown().await;
+                return;
+            }
+        };
+
+        let response = match decode_payload::<Request>(&payload) {
+            Ok(request) => answer(&state, peer, request).await,
+            Err(err) => {
+                debug!(%peer, error = %err, "undecodable request");
+                frame_error(&err)
+            }
+        };
+        drop(payload);
+
+        if let Err(err) = write_response(&mut stream, &response).await {
+            return debug!(%peer, error = %err, "cannot send a response");
+        }
+    }
+}
+
+async fn answer(state: &Arc<State>, peer: SocketAddr, request: Request) -> Response {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || state.handle(peer, request)).await.unwrap_or_else(|_| {
+        Response::error(ErrorKind::Internal, "internal error in credstore; its log has the details")
+    })
+}
+
+fn frame_error(err: &FrameError) -> Response {
+    Response::error(ErrorKind::BadRequest, format!("bad request: {err}"))
+}
+
+/// Reads one payload; `None` when the peer closed between frames.
+async fn read_payload<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Option<Zeroizing<Vec<u8>>>, FrameError> {
+    let mut header = [0u8; 4];
+    let mut filled = 0;
+    while filled < header.len() {
+        match stream.read(&mut header[filled..]).await? {
+            0 if filled == 0 => return Ok(None),
+            0 => return Err(FrameError::Truncated),
+            read => filled += read,
+        }
+    }
+    let mut payload = Zeroizing::new(vec![0u8; protocol::payload_len(header)?]);
+    stream.read_exact(&mut payload).await.map_err(protocol::eof_is_truncation)?;
+    Ok(Some(payload))
+}
+
+async fn write_response<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    response: &Response,
+) -> Result<(), FrameError> {
+    let frame = encode_frame(response)?;
+    stream.write_all(&frame).await?;
+    stream.flush().await?;
+    Ok(())
+}
