@@ -48,18 +48,36 @@ pub enum Operation {
     /// Version, lock state and mode; needs no credentials.
     Info,
     /// Unlocks the vault, or initialises an empty one with this passphrase.
-    Unlock { passphrase: SecretBytes },
+    Unlock {
+        passphrase: SecretBytes,
+    },
     Lock,
     /// Only checks the request's credentials.
     CheckAuth,
-    ItemCreate { description: String, value: SecretBytes },
-    ItemUpdate { id: Uuid, value: SecretBytes },
-    ItemList { search: Option<String> },
-    ItemRead { id: Uuid },
-    ItemDelete { ids: Vec<Uuid> },
-    ClientCreate { description: String },
+    ItemCreate {
+        description: String,
+        value: SecretBytes,
+    },
+    ItemUpdate {
+        id: Uuid,
+        value: SecretBytes,
+    },
+    ItemList {
+        search: Option<String>,
+    },
+    ItemRead {
+        id: Uuid,
+    },
+    ItemDelete {
+        ids: Vec<Uuid>,
+    },
+    ClientCreate {
+        description: String,
+    },
     ClientList,
-    ClientDelete { id: Uuid },
+    ClientDelete {
+        id: Uuid,
+    },
 }
 
 impl Operation {
@@ -86,19 +104,42 @@ impl Operation {
 pub enum Response {
     Info(StoreInfo),
     Done,
-    Unlocked { initialised: bool },
-    ItemCreated { id: Uuid },
-    ItemUpdated { generation: u64 },
-    Items { items: Vec<ItemSummary>, damaged: Vec<String> },
-    Value { value: SecretBytes },
-    ClientCreated { id: Uuid, secret: SecretBytes },
-    Clients { clients: Vec<ClientSummary>, damaged: Vec<String> },
-    Error { kind: ErrorKind, message: String },
+    Unlocked {
+        initialised: bool,
+    },
+    ItemCreated {
+        id: Uuid,
+    },
+    ItemUpdated {
+        generation: u64,
+    },
+    Items {
+        items: Vec<ItemSummary>,
+        damaged: Vec<String>,
+    },
+    Value {
+        value: SecretBytes,
+    },
+    ClientCreated {
+        id: Uuid,
+        secret: SecretBytes,
+    },
+    Clients {
+        clients: Vec<ClientSummary>,
+        damaged: Vec<String>,
+    },
+    Error {
+        kind: ErrorKind,
+        message: String,
+    },
 }
 
 impl Response {
     pub fn error(kind: ErrorKind, message: impl Into<String>) -> Self {
-        Self::Error { kind, message: message.into() }
+        Self::Error {
+            kind,
+            message: message.into(),
+        }
     }
 }
 
@@ -198,7 +239,9 @@ pub fn payload_len(header: [u8; HEADER_LEN]) -> Result<usize, FrameError> {
 
 /// Decodes a payload after checking its protocol version.
 pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
-    let (version, body) = payload.split_at_checked(VERSION_LEN).ok_or(FrameError::Malformed)?;
+    let (version, body) = payload
+        .split_at_checked(VERSION_LEN)
+        .ok_or(FrameError::Malformed)?;
     let version = u16::from_be_bytes([version[0], version[1]]);
     if version != PROTOCOL_VERSION {
         return Err(FrameError::Version(version));
@@ -245,7 +288,10 @@ mod tests {
     fn request_round_trip() {
         let id = Uuid::new_v4();
         let request = Request {
-            auth: Auth::Client { id, secret: SecretBytes::copy_from(b"s") },
+            auth: Auth::Client {
+                id,
+                secret: SecretBytes::copy_from(b"s"),
+            },
             operation: Operation::ItemRead { id },
         };
         let back = round_trip(&request);
@@ -256,18 +302,30 @@ mod tests {
     #[test]
     fn oversized_header_is_refused_before_allocating() {
         let header = (MAX_FRAME_LEN as u32 + 1).to_be_bytes();
-        assert!(matches!(payload_len(header), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            payload_len(header),
+            Err(FrameError::TooLarge { .. })
+        ));
         let mut stream = &[0xff, 0xff, 0xff, 0xff, 0][..];
-        assert!(matches!(read_payload(&mut stream), Err(FrameError::TooLarge { .. })));
+        assert!(matches!(
+            read_payload(&mut stream),
+            Err(FrameError::TooLarge { .. })
+        ));
     }
 
     #[test]
     fn truncated_frame_is_reported() {
         let frame = encode_frame(&Response::Done).unwrap();
         let mut short = &frame[..frame.len() - 1];
-        assert!(matches!(read_payload(&mut short), Err(FrameError::Truncated)));
+        assert!(matches!(
+            read_payload(&mut short),
+            Err(FrameError::Truncated)
+        ));
         let mut header_only = &frame[..2];
-        assert!(matches!(read_payload(&mut header_only), Err(FrameError::Truncated)));
+        assert!(matches!(
+            read_payload(&mut header_only),
+            Err(FrameError::Truncated)
+        ));
     }
 
     #[test]
@@ -275,12 +333,21 @@ mod tests {
         let mut frame = encode_frame(&Response::Done).unwrap();
         frame[HEADER_LEN + 1] = 9;
         let payload = read_payload(&mut &frame[..]).unwrap();
-        assert!(matches!(decode_payload::<Response>(&payload), Err(FrameError::Version(9))));
+        assert!(matches!(
+            decode_payload::<Response>(&payload),
+            Err(FrameError::Version(9))
+        ));
     }
 
     #[test]
     fn garbage_is_malformed_not_a_panic() {
-        for garbage in [&[][..], &[0], &[0, 1], &[0, 1, 0xff, 0xff, 0xff], &[0, 1, 200, 3, 4]] {
+        for garbage in [
+            &[][..],
+            &[0],
+            &[0, 1],
+            &[0, 1, 0xff, 0xff, 0xff],
+            &[0, 1, 200, 3, 4],
+        ] {
             assert!(decode_payload::<Request>(garbage).is_err());
         }
     }
@@ -288,13 +355,18 @@ mod tests {
     #[test]
     fn debug_never_shows_secrets() {
         let request = Request {
-            auth: Auth::Admin { passphrase: SecretBytes::copy_from(b"topsecret") },
+            auth: Auth::Admin {
+                passphrase: SecretBytes::copy_from(b"topsecret"),
+            },
             operation: Operation::ItemCreate {
                 description: "d".into(),
                 value: SecretBytes::copy_from(b"hidden-value"),
             },
         };
         let debug = format!("{request:?}");
-        assert!(!debug.contains("topsecret") && !debug.contains("hidden-value"), "{debug}");
+        assert!(
+            !debug.contains("topsecret") && !debug.contains("hidden-value"),
+            "{debug}"
+        );
     }
 }

@@ -23,9 +23,17 @@ use crate::protocol::ALPN;
 #[derive(Debug, Error)]
 pub enum TlsError {
     #[error("cannot read {what} {path}: {source}")]
-    Read { what: &'static str, path: String, source: io::Error },
+    Read {
+        what: &'static str,
+        path: String,
+        source: io::Error,
+    },
     #[error("{what} {path} holds no usable PEM data: {why}")]
-    Pem { what: &'static str, path: String, why: String },
+    Pem {
+        what: &'static str,
+        path: String,
+        why: String,
+    },
     #[error("cannot write {path}: {source}")]
     Write { path: String, source: io::Error },
     #[error("{path} already exists; remove it or pass --force to replace it")]
@@ -74,7 +82,10 @@ impl FromStr for Fingerprint {
     fn from_str(text: &str) -> Result<Self, String> {
         let text = text.trim();
         let text = text.rsplit_once('=').map_or(text, |(_, hex)| hex);
-        let text = text.strip_prefix("sha256:").or(text.strip_prefix("SHA256:")).unwrap_or(text);
+        let text = text
+            .strip_prefix("sha256:")
+            .or(text.strip_prefix("SHA256:"))
+            .unwrap_or(text);
         let hex: String = text.chars().filter(|c| *c != ':').collect();
         let bytes = hex::decode(&hex).map_err(|_| format!("fingerprint {text:?} is not hex"))?;
         let bytes: [u8; 32] = bytes.try_into().map_err(|_| {
@@ -104,13 +115,17 @@ pub fn generate_cert(hosts: &[String]) -> Result<GeneratedCert, TlsError> {
 
 /// Writes `cert.pem` (0644) and `key.pem` (0600) into `dir`.
 pub fn write_cert(dir: &Path, generated: &GeneratedCert, force: bool) -> Result<(), TlsError> {
-    fs::create_dir_all(dir)
-        .map_err(|source| TlsError::Write { path: dir.display().to_string(), source })?;
+    fs::create_dir_all(dir).map_err(|source| TlsError::Write {
+        path: dir.display().to_string(),
+        source,
+    })?;
     let cert = dir.join("cert.pem");
     let key = dir.join("key.pem");
     for path in [&cert, &key] {
         if !force && path.exists() {
-            return Err(TlsError::Exists { path: path.display().to_string() });
+            return Err(TlsError::Exists {
+                path: path.display().to_string(),
+            });
         }
     }
     write_file(&key, generated.key_pem.as_bytes(), 0o600)?;
@@ -118,7 +133,10 @@ pub fn write_cert(dir: &Path, generated: &GeneratedCert, force: bool) -> Result<
 }
 
 fn write_file(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
-    let failed = |source| TlsError::Write { path: path.display().to_string(), source };
+    let failed = |source| TlsError::Write {
+        path: path.display().to_string(),
+        source,
+    };
     let _ = fs::remove_file(path);
     let mut file = fs::OpenOptions::new()
         .write(true)
@@ -155,11 +173,19 @@ pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
 }
 
 fn read(what: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
-    fs::read(path).map_err(|source| TlsError::Read { what, path: path.display().to_string(), source })
+    fs::read(path).map_err(|source| TlsError::Read {
+        what,
+        path: path.display().to_string(),
+        source,
+    })
 }
 
 fn pem_error(what: &'static str, path: &Path, err: impl fmt::Display) -> TlsError {
-    TlsError::Pem { what, path: path.display().to_string(), why: err.to_string() }
+    TlsError::Pem {
+        what,
+        path: path.display().to_string(),
+        why: err.to_string(),
+    }
 }
 
 pub fn provider() -> Arc<CryptoProvider> {
@@ -184,7 +210,9 @@ pub fn server_config(
 }
 
 /// The client's TLS configuration for a given way of trusting the server.
-pub fn client_config(verifier: Arc<dyn ServerCertVerifier>) -> Result<rustls::ClientConfig, TlsError> {
+pub fn client_config(
+    verifier: Arc<dyn ServerCertVerifier>,
+) -> Result<rustls::ClientConfig, TlsError> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|err| TlsError::Config(err.to_string()))?
@@ -200,14 +228,14 @@ pub fn client_config(verifier: Arc<dyn ServerCertVerifier>) -> Result<rustls::Cl
 pub fn ca_verifier(path: &Path) -> Result<Arc<dyn ServerCertVerifier>, TlsError> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in load_certs(path)? {
-        roots.add(cert).map_err(|err| TlsError::Config(err.to_string()))?;
+        roots
+            .add(cert)
+            .map_err(|err| TlsError::Config(err.to_string()))?;
     }
-    let verifier = rustls::client::WebPkiServerVerifier::builder_with_provider(
-        Arc::new(roots),
-        provider(),
-    )
-    .build()
-    .map_err(|err| TlsError::Config(err.to_string()))?;
+    let verifier =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider())
+            .build()
+            .map_err(|err| TlsError::Config(err.to_string()))?;
     Ok(verifier)
 }
 
@@ -224,12 +252,19 @@ pub struct PinnedVerifier {
 
 impl PinnedVerifier {
     pub fn new(pinned: Option<Fingerprint>) -> Self {
-        Self { pinned, seen: Mutex::new(None), algorithms: provider().signature_verification_algorithms }
+        Self {
+            pinned,
+            seen: Mutex::new(None),
+            algorithms: provider().signature_verification_algorithms,
+        }
     }
 
     /// The fingerprint of the certificate the server presented, if any.
     pub fn seen(&self) -> Option<Fingerprint> {
-        *self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        *self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -243,7 +278,10 @@ impl ServerCertVerifier for PinnedVerifier {
         _now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
         let fingerprint = Fingerprint::of(end_entity);
-        *self.seen.lock().unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fingerprint);
+        *self
+            .seen
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(fingerprint);
         match self.pinned {
             Some(pinned) if pinned != fingerprint => Err(rustls::Error::InvalidCertificate(
                 CertificateError::ApplicationVerificationFailure,

@@ -58,7 +58,13 @@ pub enum Trust {
 
 impl ServerEntry {
     pub fn new(host: String, port: u16, trust: &Trust) -> Self {
-        let mut entry = Self { host, port, fingerprint: None, ca_file: None, tls: true };
+        let mut entry = Self {
+            host,
+            port,
+            fingerprint: None,
+            ca_file: None,
+            tls: true,
+        };
         match trust {
             Trust::Fingerprint(fingerprint) => entry.fingerprint = Some(fingerprint.to_string()),
             Trust::CaFile(path) => entry.ca_file = Some(path.clone()),
@@ -92,7 +98,9 @@ pub struct ClientCredentials {
 
 impl std::fmt::Debug for ClientCredentials {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ClientCredentials").field("id", &self.id).finish_non_exhaustive()
+        f.debug_struct("ClientCredentials")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
     }
 }
 
@@ -100,7 +108,10 @@ impl ClientCredentials {
     pub fn new(id: Uuid, secret: &SecretBytes) -> Result<Self> {
         let text = std::str::from_utf8(secret.expose())
             .context("the client secret is not text; paste it as cred client create printed it")?;
-        Ok(Self { id, secret: Zeroizing::new(text.to_owned()) })
+        Ok(Self {
+            id,
+            secret: Zeroizing::new(text.to_owned()),
+        })
     }
 
     pub fn secret(&self) -> SecretBytes {
@@ -146,7 +157,11 @@ impl ClientConfig {
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

@@ -39,7 +39,10 @@ pub enum ClientError {
         "the server's certificate fingerprint {actual} does not match the pinned {pinned}; \
          if the certificate was replaced on purpose, run cred configure again"
     )]
-    FingerprintMismatch { pinned: Fingerprint, actual: Fingerprint },
+    FingerprintMismatch {
+        pinned: Fingerprint,
+        actual: Fingerprint,
+    },
     #[error("talking to the store failed: {0}")]
     Protocol(#[from] FrameError),
     #[error("{message}")]
@@ -85,14 +88,19 @@ impl Connection {
                 let result = handshake(tcp, &server.host, &address, verifier.clone());
                 match (result, verifier.seen()) {
                     (Err(_), Some(actual)) if actual != *pinned => {
-                        return Err(ClientError::FingerprintMismatch { pinned: *pinned, actual });
+                        return Err(ClientError::FingerprintMismatch {
+                            pinned: *pinned,
+                            actual,
+                        });
                     }
                     (result, _) => Box::new(result?),
                 }
             }
             Trust::CaFile(path) => {
-                let verifier = tls::ca_verifier(path)
-                    .map_err(|err| ClientError::Tls { address: address.clone(), why: err.to_string() })?;
+                let verifier = tls::ca_verifier(path).map_err(|err| ClientError::Tls {
+                    address: address.clone(),
+                    why: err.to_string(),
+                })?;
                 Box::new(handshake(tcp, &server.host, &address, verifier)?)
             }
         };
@@ -106,8 +114,13 @@ impl Connection {
         let verifier = Arc::new(PinnedVerifier::new(None));
         let tcp = connect_tcp(&address, &server.host, server.port)?;
         let stream = handshake(tcp, &server.host, &address, verifier.clone())?;
-        let mut connection = Self { stream: Box::new(stream) };
-        let info = connection.call(&Request { auth: Auth::None, operation: Operation::Info })?;
+        let mut connection = Self {
+            stream: Box::new(stream),
+        };
+        let info = connection.call(&Request {
+            auth: Auth::None,
+            operation: Operation::Info,
+        })?;
         Ok((verifier.seen(), info))
     }
 
@@ -124,15 +137,24 @@ impl Connection {
 }
 
 fn connect_tcp(address: &str, host: &str, port: u16) -> Result<TcpStream, ClientError> {
-    let failed = |why: String| ClientError::Connect { address: address.to_owned(), why };
-    let candidates = (host, port).to_socket_addrs().map_err(|err| failed(err.to_string()))?;
+    let failed = |why: String| ClientError::Connect {
+        address: address.to_owned(),
+        why,
+    };
+    let candidates = (host, port)
+        .to_socket_addrs()
+        .map_err(|err| failed(err.to_string()))?;
     let mut last = "the name resolves to no address".to_owned();
     for candidate in candidates {
         match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
-                stream.set_read_timeout(Some(IO_TIMEOUT)).map_err(|err| failed(err.to_string()))?;
-                stream.set_write_timeout(Some(IO_TIMEOUT)).map_err(|err| failed(err.to_string()))?;
+                stream
+                    .set_read_timeout(Some(IO_TIMEOUT))
+                    .map_err(|err| failed(err.to_string()))?;
+                stream
+                    .set_write_timeout(Some(IO_TIMEOUT))
+                    .map_err(|err| failed(err.to_string()))?;
                 return Ok(stream);
             }
             Err(err) => last = err.to_string(),
@@ -147,7 +169,10 @@ fn handshake(
     address: &str,
     verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
 ) -> Result<StreamOwned<ClientConnection, TcpStream>, ClientError> {
-    let failed = |why: String| ClientError::Tls { address: address.to_owned(), why };
+    let failed = |why: String| ClientError::Tls {
+        address: address.to_owned(),
+        why,
+    };
     let config = tls::client_config(verifier).map_err(|err| failed(err.to_string()))?;
     let name = ServerName::try_from(host.to_owned())
         .map_err(|_| failed(format!("{host} is not a valid server name")))?;
@@ -155,10 +180,14 @@ fn handshake(
         ClientConnection::new(Arc::new(config), name).map_err(|err| failed(err.to_string()))?;
 
     while connection.is_handshaking() {
-        connection.complete_io(&mut tcp).map_err(|err| failed(err.to_string()))?;
+        connection
+            .complete_io(&mut tcp)
+            .map_err(|err| failed(err.to_string()))?;
     }
     if connection.alpn_protocol() != Some(ALPN) {
-        return Err(failed("the server does not speak the credstore protocol".into()));
+        return Err(failed(
+            "the server does not speak the credstore protocol".into(),
+        ));
     }
     Ok(StreamOwned::new(connection, tcp))
 }

@@ -33,7 +33,10 @@ enum Caller {
 
 impl State {
     pub fn new(vault: Vault, production: bool) -> Self {
-        Self { vault: RwLock::new(vault), production }
+        Self {
+            vault: RwLock::new(vault),
+            production,
+        }
     }
 
     fn read(&self) -> RwLockReadGuard<'_, Vault> {
@@ -62,7 +65,9 @@ impl State {
             Operation::Unlock { passphrase } => {
                 let outcome = self.write().unlock(&passphrase).map(|unlocked| {
                     info!(outcome = ?unlocked, "vault unlocked");
-                    Response::Unlocked { initialised: unlocked == Unlocked::Initialised }
+                    Response::Unlocked {
+                        initialised: unlocked == Unlocked::Initialised,
+                    }
                 });
                 (Caller::Admin, outcome)
             }
@@ -117,12 +122,17 @@ impl State {
             Operation::ItemUpdate { id, value } => {
                 let record = vault.update_item(id, &value)?;
                 info!(%id, generation = record.generation, "item updated");
-                Response::ItemUpdated { generation: record.generation }
+                Response::ItemUpdated {
+                    generation: record.generation,
+                }
             }
             Operation::ItemList { search } => {
                 let listing = vault.list_items(search.as_deref())?;
                 let items = listing.entries.into_iter().map(item_summary).collect();
-                Response::Items { items, damaged: listing.damaged }
+                Response::Items {
+                    items,
+                    damaged: listing.damaged,
+                }
             }
             Operation::ItemDelete { ids } => {
                 vault.delete_items(&ids)?;
@@ -145,7 +155,10 @@ impl State {
                         created: client.created,
                     })
                     .collect();
-                Response::Clients { clients, damaged: listing.damaged }
+                Response::Clients {
+                    clients,
+                    damaged: listing.damaged,
+                }
             }
             Operation::ClientDelete { id } => {
                 vault.delete_client(id)?;
@@ -153,7 +166,10 @@ impl State {
                 Response::Done
             }
             other => {
-                return Err(VaultError::Internal(format!("{} is not an admin operation", other.name())));
+                return Err(VaultError::Internal(format!(
+                    "{} is not an admin operation",
+                    other.name()
+                )));
             }
         };
         Ok(response)
@@ -180,7 +196,9 @@ fn authenticate(vault: &Vault, auth: &Auth) -> Result<Caller, VaultError> {
             Err(VaultError::WrongPassphrase)
         }
         Auth::Admin { passphrase } => vault.verify_admin(passphrase).map(|()| Caller::Admin),
-        Auth::Client { id, secret } => vault.verify_client(*id, secret).map(|()| Caller::Client(*id)),
+        Auth::Client { id, secret } => vault
+            .verify_client(*id, secret)
+            .map(|()| Caller::Client(*id)),
     }
 }
 
@@ -224,7 +242,9 @@ fn error_response(caller: Caller, err: &VaultError) -> Response {
         VaultError::NotFound { .. } => ErrorKind::NotFound,
         VaultError::Integrity { .. } => ErrorKind::Integrity,
         VaultError::Invalid(_) => ErrorKind::BadRequest,
-        VaultError::InUse { .. } | VaultError::Io { .. } | VaultError::Setup(_) => ErrorKind::Internal,
+        VaultError::InUse { .. } | VaultError::Io { .. } | VaultError::Setup(_) => {
+            ErrorKind::Internal
+        }
         VaultError::Internal(_) => ErrorKind::Internal,
     };
     match (caller, kind) {

@@ -56,7 +56,11 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_address))?;
         let state = Arc::new(State::new(vault, production));
-        Ok(Self { listener, acceptor, state })
+        Ok(Self {
+            listener,
+            acceptor,
+            state,
+        })
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr> {
@@ -101,7 +105,11 @@ impl Server {
         }
 
         info!("shutting down");
-        self.state.vault.write().unwrap_or_else(std::sync::PoisonError::into_inner).lock();
+        self.state
+            .vault
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .lock();
         Ok(())
     }
 }
@@ -173,9 +181,14 @@ where
 
 async fn answer(state: &Arc<State>, peer: SocketAddr, request: Request) -> Response {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || state.handle(peer, request)).await.unwrap_or_else(|_| {
-        Response::error(ErrorKind::Internal, "internal error in credstore; its log has the details")
-    })
+    tokio::task::spawn_blocking(move || state.handle(peer, request))
+        .await
+        .unwrap_or_else(|_| {
+            Response::error(
+                ErrorKind::Internal,
+                "internal error in credstore; its log has the details",
+            )
+        })
 }
 
 fn frame_error(err: &FrameError) -> Response {
@@ -196,7 +209,10 @@ async fn read_payload<S: AsyncRead + Unpin>(
         }
     }
     let mut payload = Zeroizing::new(vec![0u8; protocol::payload_len(header)?]);
-    stream.read_exact(&mut payload).await.map_err(protocol::eof_is_truncation)?;
+    stream
+        .read_exact(&mut payload)
+        .await
+        .map_err(protocol::eof_is_truncation)?;
     Ok(Some(payload))
 }
 

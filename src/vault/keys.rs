@@ -73,9 +73,13 @@ impl KdfParams {
             return Err(damaged("it names an unsupported key derivation"));
         }
         if self.memory_kib > KDF_MEMORY_KIB_LIMIT || self.iterations > KDF_ITERATIONS_LIMIT {
-            return Err(damaged("its key derivation cost exceeds the supported bounds"));
+            return Err(damaged(
+                "its key derivation cost exceeds the supported bounds",
+            ));
         }
-        let salt = BASE64.decode(&self.salt).map_err(|_| damaged("its salt is not base64"))?;
+        let salt = BASE64
+            .decode(&self.salt)
+            .map_err(|_| damaged("its salt is not base64"))?;
         let params = Params::new(self.memory_kib, self.iterations, self.parallelism, Some(32))
             .map_err(|_| damaged("its key derivation parameters are invalid"))?;
 
@@ -113,40 +117,65 @@ impl SealedIdentity {
         let kdf = KdfParams::fresh();
         let master = kdf.derive(passphrase)?;
         let identity = age::x25519::Identity::generate();
-        let plain = Zeroizing::new(age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).to_owned());
+        let plain = Zeroizing::new(
+            age::secrecy::ExposeSecret::expose_secret(&identity.to_string()).to_owned(),
+        );
 
         let mut nonce = [0u8; 24];
         OsRng.fill_bytes(&mut nonce);
         let aad = serde_json::to_vec(&kdf).expect("kdf parameters serialise");
         let ciphertext = XChaCha20Poly1305::new(master.as_ref().into())
-            .encrypt(XNonce::from_slice(&nonce), Payload { msg: plain.as_bytes(), aad: &aad })
+            .encrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: plain.as_bytes(),
+                    aad: &aad,
+                },
+            )
             .map_err(|_| VaultError::Internal("sealing the identity failed".into()))?;
 
-        let sealed = Self { kdf, nonce: BASE64.encode(nonce), ciphertext: BASE64.encode(ciphertext) };
+        let sealed = Self {
+            kdf,
+            nonce: BASE64.encode(nonce),
+            ciphertext: BASE64.encode(ciphertext),
+        };
         Ok((sealed, master))
     }
 
     /// Decrypts the identity with the master key, for one operation.
     pub fn open(&self, master: &Key) -> Result<age::x25519::Identity, VaultError> {
         let damaged = |why: &str| VaultError::integrity("the identity file", why);
-        let nonce = BASE64.decode(&self.nonce).map_err(|_| damaged("its nonce is not base64"))?;
+        let nonce = BASE64
+            .decode(&self.nonce)
+            .map_err(|_| damaged("its nonce is not base64"))?;
         if nonce.len() != 24 {
             return Err(damaged("its nonce has the wrong length"));
         }
-        let ciphertext =
-            BASE64.decode(&self.ciphertext).map_err(|_| damaged("its ciphertext is not base64"))?;
+        let ciphertext = BASE64
+            .decode(&self.ciphertext)
+            .map_err(|_| damaged("its ciphertext is not base64"))?;
         let aad = serde_json::to_vec(&self.kdf).expect("kdf parameters serialise");
 
         let plain = XChaCha20Poly1305::new(master.as_ref().into())
-            .decrypt(XNonce::from_slice(&nonce), Payload { msg: &ciphertext, aad: &aad })
+            .decrypt(
+                XNonce::from_slice(&nonce),
+                Payload {
+                    msg: &ciphertext,
+                    aad: &aad,
+                },
+            )
             .map(Zeroizing::new)
             .map_err(|_| VaultError::WrongPassphrase)?;
         let text = std::str::from_utf8(&plain).map_err(|_| damaged("its identity is not text"))?;
-        text.parse().map_err(|_| damaged("its identity does not parse"))
+        text.parse()
+            .map_err(|_| damaged("its identity does not parse"))
     }
 
     pub fn to_file_bytes(&self) -> Vec<u8> {
-        let file = IdentityFile { sealed: self.clone(), checksum: checksum(self) };
+        let file = IdentityFile {
+            sealed: self.clone(),
+            checksum: checksum(self),
+        };
         serde_json::to_vec_pretty(&file).expect("identity file serialises")
     }
 
@@ -154,14 +183,19 @@ impl SealedIdentity {
         let file: IdentityFile = serde_json::from_slice(bytes)
             .map_err(|_| VaultError::integrity("the identity file", "it does not parse"))?;
         if file.checksum != checksum(&file.sealed) {
-            return Err(VaultError::integrity("the identity file", "its checksum does not match"));
+            return Err(VaultError::integrity(
+                "the identity file",
+                "its checksum does not match",
+            ));
         }
         Ok(file.sealed)
     }
 }
 
 fn checksum(sealed: &SealedIdentity) -> String {
-    hex::encode(Sha256::digest(serde_json::to_vec(sealed).expect("identity serialises")))
+    hex::encode(Sha256::digest(
+        serde_json::to_vec(sealed).expect("identity serialises"),
+    ))
 }
 
 /// The keys that authenticate records, all derived from the identity so
@@ -182,10 +216,15 @@ impl RecordKeys {
         let hkdf = Hkdf::<Sha256>::new(Some(b"borg-collective record keys v1"), ikm);
         let expand = |info: &[u8]| {
             let mut key = Zeroizing::new([0u8; 32]);
-            hkdf.expand(info, key.as_mut()).expect("32 bytes is a valid HKDF length");
+            hkdf.expand(info, key.as_mut())
+                .expect("32 bytes is a valid HKDF length");
             key
         };
-        Self { metadata: expand(b"metadata"), value: expand(b"value"), client: expand(b"client") }
+        Self {
+            metadata: expand(b"metadata"),
+            value: expand(b"value"),
+            client: expand(b"client"),
+        }
     }
 }
 

@@ -75,7 +75,11 @@ pub enum VaultError {
     #[error("storage directory {} is in use by another credstore", .path.display())]
     InUse { path: PathBuf },
     #[error("cannot {action} {}: {source}", .path.display())]
-    Io { action: &'static str, path: PathBuf, source: std::io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Setup(String),
     #[error("{0}")]
@@ -86,11 +90,18 @@ pub enum VaultError {
 
 impl VaultError {
     fn io(action: &'static str, path: &Path, source: std::io::Error) -> Self {
-        Self::Io { action, path: path.to_owned(), source }
+        Self::Io {
+            action,
+            path: path.to_owned(),
+            source,
+        }
     }
 
     fn integrity(what: impl Into<String>, why: impl Into<String>) -> Self {
-        Self::Integrity { what: what.into(), why: why.into() }
+        Self::Integrity {
+            what: what.into(),
+            why: why.into(),
+        }
     }
 }
 
@@ -212,7 +223,11 @@ impl Vault {
     /// directories. The identity file is written last: it is what makes a
     /// directory an initialised vault.
     fn initialise(&self, passphrase: &SecretBytes) -> Result<(SealedIdentity, Key), VaultError> {
-        storage::write_atomic(self.path(), VERSION_FILE, format!("{FORMAT_VERSION}\n").as_bytes())?;
+        storage::write_atomic(
+            self.path(),
+            VERSION_FILE,
+            format!("{FORMAT_VERSION}\n").as_bytes(),
+        )?;
         self.dir.ensure_subdir(ITEMS_DIR)?;
         self.dir.ensure_subdir(CLIENTS_DIR)?;
 
@@ -294,7 +309,9 @@ impl Vault {
                 value_mac: record.value_mac.clone(),
             },
         );
-        let dropped = record.history.split_off(record.history.len().min(HISTORY_LEN));
+        let dropped = record
+            .history
+            .split_off(record.history.len().min(HISTORY_LEN));
         record.generation = generation;
         record.updated = unix_now();
         record.value_mac = records::value_mac(&keys.records.value, id, generation, value.expose());
@@ -319,7 +336,9 @@ impl Vault {
         let needle = search.map(str::to_lowercase);
         let mut listing = self.list_records::<ItemRecord>(&self.items_dir())?;
         if let Some(needle) = needle {
-            listing.entries.retain(|item| item.description.to_lowercase().contains(&needle));
+            listing
+                .entries
+                .retain(|item| item.description.to_lowercase().contains(&needle));
         }
         Ok(listing)
     }
@@ -331,7 +350,11 @@ impl Vault {
     }
 
     /// A previous value of an item, from its history.
-    pub fn read_item_generation(&self, id: Uuid, generation: u64) -> Result<SecretBytes, VaultError> {
+    pub fn read_item_generation(
+        &self,
+        id: Uuid,
+        generation: u64,
+    ) -> Result<SecretBytes, VaultError> {
         let record = self.item(id)?;
         if generation == record.generation {
             return self.read_value(&record, generation, &record.value_mac);
@@ -340,13 +363,18 @@ impl Vault {
             .history
             .iter()
             .find(|entry| entry.generation == generation)
-            .ok_or_else(|| VaultError::Invalid(format!("item {id} keeps no generation {generation}")))?;
+            .ok_or_else(|| {
+                VaultError::Invalid(format!("item {id} keeps no generation {generation}"))
+            })?;
         self.read_value(&record, generation, &entry.value_mac)
     }
 
     /// Deletes every item in `ids`, or none when one of them is missing.
     pub fn delete_items(&mut self, ids: &[Uuid]) -> Result<(), VaultError> {
-        let records = ids.iter().map(|id| self.item(*id)).collect::<Result<Vec<_>, _>>()?;
+        let records = ids
+            .iter()
+            .map(|id| self.item(*id))
+            .collect::<Result<Vec<_>, _>>()?;
         let dir = self.items_dir();
         for record in records {
             storage::remove_durable(&dir, &record_file(record.id))?;
@@ -388,7 +416,10 @@ impl Vault {
                 created: client.created,
             })
             .collect();
-        Ok(Listing { entries, damaged: listing.damaged })
+        Ok(Listing {
+            entries,
+            damaged: listing.damaged,
+        })
     }
 
     pub fn delete_client(&mut self, id: Uuid) -> Result<(), VaultError> {
@@ -426,7 +457,12 @@ impl Vault {
         storage::write_atomic(&self.items_dir(), &record_file(record.id), &bytes)
     }
 
-    fn write_value(&self, id: Uuid, generation: u64, value: &SecretBytes) -> Result<(), VaultError> {
+    fn write_value(
+        &self,
+        id: Uuid,
+        generation: u64,
+        value: &SecretBytes,
+    ) -> Result<(), VaultError> {
         let keys = self.keys()?;
         let encrypted = encrypt(&keys.recipient, value)?;
         storage::write_atomic(&self.items_dir(), &value_file(id, generation), &encrypted)
@@ -445,21 +481,31 @@ impl Vault {
             .ok_or_else(|| VaultError::integrity(what(), "the file is missing"))?;
 
         let identity = keys.sealed.open(&keys.master)?;
-        let value = decrypt(&identity, &encrypted).map_err(|why| VaultError::integrity(what(), why))?;
+        let value =
+            decrypt(&identity, &encrypted).map_err(|why| VaultError::integrity(what(), why))?;
         drop(identity);
 
         let actual = records::value_mac(&keys.records.value, record.id, generation, value.expose());
         if !bool::from(actual.as_bytes().ct_eq(expected_mac.as_bytes())) {
-            return Err(VaultError::integrity(what(), "its checksum does not match the metadata"));
+            return Err(VaultError::integrity(
+                what(),
+                "its checksum does not match the metadata",
+            ));
         }
         Ok(value)
     }
 
     fn list_records<T: records::Record>(&self, dir: &Path) -> Result<Listing<T>, VaultError> {
         let keys = self.keys()?;
-        let mut listing = Listing { entries: Vec::new(), damaged: Vec::new() };
+        let mut listing = Listing {
+            entries: Vec::new(),
+            damaged: Vec::new(),
+        };
         for name in storage::file_names(dir)? {
-            let Some(id) = name.strip_suffix(".json").and_then(|id| Uuid::parse_str(id).ok()) else {
+            let Some(id) = name
+                .strip_suffix(".json")
+                .and_then(|id| Uuid::parse_str(id).ok())
+            else {
                 continue;
             };
             let opened = storage::read_optional(dir, &name)?
@@ -504,7 +550,10 @@ impl Vault {
             let referenced = listing.entries.iter().any(|item| {
                 item.id == id
                     && (item.generation == generation
-                        || item.history.iter().any(|entry| entry.generation == generation))
+                        || item
+                            .history
+                            .iter()
+                            .any(|entry| entry.generation == generation))
             });
             if !damaged && !referenced {
                 storage::remove_durable(&dir, &name)?;
@@ -521,7 +570,10 @@ fn check_format_version(dir: &Path) -> Result<(), VaultError> {
     };
     let text = String::from_utf8_lossy(&bytes);
     let version: u32 = text.trim().parse().map_err(|_| {
-        VaultError::Setup(format!("{} holds no format version", dir.join(VERSION_FILE).display()))
+        VaultError::Setup(format!(
+            "{} holds no format version",
+            dir.join(VERSION_FILE).display()
+        ))
     })?;
     if version > FORMAT_VERSION {
         return Err(VaultError::Setup(format!(
@@ -583,7 +635,10 @@ fn encrypt(recipient: &age::x25519::Recipient, value: &SecretBytes) -> Result<Ve
     Ok(encrypted)
 }
 
-fn decrypt(identity: &age::x25519::Identity, encrypted: &[u8]) -> Result<SecretBytes, &'static str> {
+fn decrypt(
+    identity: &age::x25519::Identity,
+    encrypted: &[u8],
+) -> Result<SecretBytes, &'static str> {
     let decryptor = age::Decryptor::new(encrypted).map_err(|_| "it is not a valid age file")?;
     let mut reader = decryptor
         .decrypt(iter::once(identity as &dyn age::Identity))
@@ -597,5 +652,7 @@ fn decrypt(identity: &age::x25519::Identity, encrypted: &[u8]) -> Result<SecretB
 }
 
 fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }

@@ -114,12 +114,19 @@ pub fn open<T: Record>(bytes: &[u8], key: &Key, expected: Uuid) -> Result<T, Vau
 
 /// The keyed checksum of one generation of an item's value.
 pub fn value_mac(key: &Key, id: Uuid, generation: u64, value: &[u8]) -> String {
-    let parts: [&[u8]; 4] =
-        [b"borg-collective value v1\0", id.as_bytes(), &generation.to_be_bytes(), value];
+    let parts: [&[u8]; 4] = [
+        b"borg-collective value v1\0",
+        id.as_bytes(),
+        &generation.to_be_bytes(),
+        value,
+    ];
     hex::encode(mac(key, &parts))
 }
 
 /// The keyed hash under which a client secret is stored.
 pub fn client_secret_mac(key: &Key, id: Uuid, secret: &[u8]) -> String {
-    hex::encode(mac(key, &[b"borg-collective client secret v1\0", id.as_bytes(), secret]))
+    hex::encode(mac(
+        key,
+        &[b"borg-collective client secret v1\0", id.as_bytes(), secret],
+    ))
 }

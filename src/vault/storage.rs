@@ -39,9 +39,15 @@ impl StorageDir {
             .mode(0o600)
             .open(&lock_path)
             .map_err(|source| VaultError::io("open the lock file", &lock_path, source))?;
-        rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive)
-            .map_err(|_| VaultError::InUse { path: path.to_owned() })?;
-        Ok(Self { path: path.to_owned(), _lock: lock })
+        rustix::fs::flock(&lock, FlockOperation::NonBlockingLockExclusive).map_err(|_| {
+            VaultError::InUse {
+                path: path.to_owned(),
+            }
+        })?;
+        Ok(Self {
+            path: path.to_owned(),
+            _lock: lock,
+        })
     }
 
     pub fn path(&self) -> &Path {
@@ -70,7 +76,10 @@ fn check_directory(path: &Path) -> Result<(), VaultError> {
         _ => VaultError::io("inspect the storage directory", path, source),
     })?;
     if !meta.is_dir() {
-        return Err(VaultError::Setup(format!("storage path {} is not a directory", path.display())));
+        return Err(VaultError::Setup(format!(
+            "storage path {} is not a directory",
+            path.display()
+        )));
     }
     let mode = meta.permissions().mode() & 0o777;
     if mode & 0o077 != 0 {
@@ -85,7 +94,10 @@ fn check_directory(path: &Path) -> Result<(), VaultError> {
 /// Replaces `dir/name` with `bytes` atomically and durably, mode 0600.
 pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), VaultError> {
     let target = dir.join(name);
-    let temp = dir.join(format!(".{name}{TEMP_MARKER}{:016x}", rand::thread_rng().r#gen::<u64>()));
+    let temp = dir.join(format!(
+        ".{name}{TEMP_MARKER}{:016x}",
+        rand::thread_rng().r#gen::<u64>()
+    ));
 
     let written = write_new_file(&temp, bytes).and_then(|()| fs::rename(&temp, &target));
     if let Err(source) = written {
@@ -97,7 +109,11 @@ pub fn write_atomic(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), VaultErr
 }
 
 fn write_new_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut file = OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
     file.write_all(bytes)?;
     file.sync_all()
 }

@@ -46,7 +46,13 @@ fn item_files(dir: &Path, id: Uuid) -> Vec<PathBuf> {
     let mut files: Vec<_> = fs::read_dir(dir.join(ITEMS_DIR))
         .unwrap()
         .map(|entry| entry.unwrap().path())
-        .filter(|path| path.file_name().unwrap().to_str().unwrap().starts_with(&id.to_string()))
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_str()
+                .unwrap()
+                .starts_with(&id.to_string())
+        })
         .collect();
     files.sort();
     files
@@ -55,7 +61,9 @@ fn item_files(dir: &Path, id: Uuid) -> Vec<PathBuf> {
 #[test]
 fn round_trip_survives_reopen() {
     let (dir, mut vault) = unlocked_vault();
-    let id = vault.create_item("borg passphrase", &value(b"s3cret\n")).unwrap();
+    let id = vault
+        .create_item("borg passphrase", &value(b"s3cret\n"))
+        .unwrap();
     assert_eq!(vault.read_item(id).unwrap().expose(), b"s3cret\n");
 
     let vault = reopen(dir.path(), vault);
@@ -63,7 +71,13 @@ fn round_trip_survives_reopen() {
     let listing = vault.list_items(Some("BORG")).unwrap();
     assert_eq!(listing.entries.len(), 1);
     assert_eq!(listing.entries[0].description, "borg passphrase");
-    assert!(vault.list_items(Some("nothing like it")).unwrap().entries.is_empty());
+    assert!(
+        vault
+            .list_items(Some("nothing like it"))
+            .unwrap()
+            .entries
+            .is_empty()
+    );
 }
 
 #[test]
@@ -74,19 +88,34 @@ fn wrong_passphrase_is_refused() {
     let err = vault.unlock(&value(b"not the passphrase")).unwrap_err();
     assert!(matches!(err, VaultError::WrongPassphrase), "{err}");
     assert!(vault.is_locked());
-    assert!(matches!(vault.list_items(None).unwrap_err(), VaultError::Locked));
+    assert!(matches!(
+        vault.list_items(None).unwrap_err(),
+        VaultError::Locked
+    ));
 }
 
 #[test]
 fn admin_check_and_lock() {
     let (_dir, mut vault) = unlocked_vault();
     vault.verify_admin(&passphrase()).unwrap();
-    assert!(matches!(vault.verify_admin(&value(b"nope")), Err(VaultError::WrongPassphrase)));
-    assert_eq!(vault.unlock(&passphrase()).unwrap(), Unlocked::AlreadyUnlocked);
-    assert!(matches!(vault.unlock(&value(b"nope")), Err(VaultError::WrongPassphrase)));
+    assert!(matches!(
+        vault.verify_admin(&value(b"nope")),
+        Err(VaultError::WrongPassphrase)
+    ));
+    assert_eq!(
+        vault.unlock(&passphrase()).unwrap(),
+        Unlocked::AlreadyUnlocked
+    );
+    assert!(matches!(
+        vault.unlock(&value(b"nope")),
+        Err(VaultError::WrongPassphrase)
+    ));
 
     vault.lock();
-    assert!(matches!(vault.verify_admin(&passphrase()), Err(VaultError::Locked)));
+    assert!(matches!(
+        vault.verify_admin(&passphrase()),
+        Err(VaultError::Locked)
+    ));
     assert_eq!(vault.unlock(&passphrase()).unwrap(), Unlocked::Unlocked);
 }
 
@@ -95,10 +124,15 @@ fn update_keeps_bounded_history() {
     let (dir, mut vault) = unlocked_vault();
     let id = vault.create_item("rotating", &value(b"v1")).unwrap();
     for n in 2..=HISTORY_LEN + 3 {
-        vault.update_item(id, &value(format!("v{n}").as_bytes())).unwrap();
+        vault
+            .update_item(id, &value(format!("v{n}").as_bytes()))
+            .unwrap();
     }
     let last = HISTORY_LEN as u64 + 3;
-    assert_eq!(vault.read_item(id).unwrap().expose(), format!("v{last}").as_bytes());
+    assert_eq!(
+        vault.read_item(id).unwrap().expose(),
+        format!("v{last}").as_bytes()
+    );
 
     let record = vault.item(id).unwrap();
     assert_eq!(record.history.len(), HISTORY_LEN);
@@ -117,19 +151,27 @@ fn delete_removes_every_file_or_nothing() {
     vault.update_item(gone, &value(b"c")).unwrap();
 
     let missing = Uuid::new_v4();
-    assert!(matches!(vault.delete_items(&[gone, missing]), Err(VaultError::NotFound { .. })));
+    assert!(matches!(
+        vault.delete_items(&[gone, missing]),
+        Err(VaultError::NotFound { .. })
+    ));
     assert_eq!(vault.read_item(gone).unwrap().expose(), b"c");
 
     vault.delete_items(&[gone]).unwrap();
     assert!(item_files(dir.path(), gone).is_empty());
-    assert!(matches!(vault.read_item(gone), Err(VaultError::NotFound { .. })));
+    assert!(matches!(
+        vault.read_item(gone),
+        Err(VaultError::NotFound { .. })
+    ));
     assert_eq!(vault.read_item(kept).unwrap().expose(), b"a");
 }
 
 #[test]
 fn flipped_byte_in_any_item_file_fails_integrity() {
     let (dir, mut vault) = unlocked_vault();
-    let id = vault.create_item("target", &value(b"the real value")).unwrap();
+    let id = vault
+        .create_item("target", &value(b"the real value"))
+        .unwrap();
     let files = item_files(dir.path(), id);
     assert_eq!(files.len(), 2);
 
@@ -157,7 +199,10 @@ fn flipped_byte_in_identity_file_fails_integrity() {
         flip_byte(&identity, at);
         let mut vault = Vault::open(dir.path()).unwrap();
         let err = vault.unlock(&passphrase()).unwrap_err();
-        assert!(matches!(err, VaultError::Integrity { .. }), "flip at {at}: {err}");
+        assert!(
+            matches!(err, VaultError::Integrity { .. }),
+            "flip at {at}: {err}"
+        );
         fs::write(&identity, &original).unwrap();
     }
     let mut vault = Vault::open(dir.path()).unwrap();
@@ -170,11 +215,18 @@ fn record_under_another_name_is_rejected() {
     let first = vault.create_item("first", &value(b"one")).unwrap();
     let second = vault.create_item("second", &value(b"two")).unwrap();
     let items = dir.path().join(ITEMS_DIR);
-    fs::copy(items.join(record_file(first)), items.join(record_file(second))).unwrap();
+    fs::copy(
+        items.join(record_file(first)),
+        items.join(record_file(second)),
+    )
+    .unwrap();
 
     let err = vault.read_item(second).unwrap_err();
     assert!(matches!(err, VaultError::Integrity { .. }), "{err}");
-    assert_eq!(vault.list_items(None).unwrap().damaged, vec![record_file(second)]);
+    assert_eq!(
+        vault.list_items(None).unwrap().damaged,
+        vec![record_file(second)]
+    );
 }
 
 #[test]
@@ -183,9 +235,16 @@ fn value_swapped_from_another_item_is_rejected() {
     let first = vault.create_item("first", &value(b"one")).unwrap();
     let second = vault.create_item("second", &value(b"two")).unwrap();
     let items = dir.path().join(ITEMS_DIR);
-    fs::copy(items.join(value_file(first, 1)), items.join(value_file(second, 1))).unwrap();
+    fs::copy(
+        items.join(value_file(first, 1)),
+        items.join(value_file(second, 1)),
+    )
+    .unwrap();
 
-    assert!(matches!(vault.read_item(second), Err(VaultError::Integrity { .. })));
+    assert!(matches!(
+        vault.read_item(second),
+        Err(VaultError::Integrity { .. })
+    ));
 }
 
 #[test]
@@ -241,7 +300,10 @@ fn clients_verify_and_revoke() {
     let (id, secret) = vault.create_client("host1").unwrap();
     vault.verify_client(id, &secret).unwrap();
     let wrong = value(b"guess");
-    assert!(matches!(vault.verify_client(id, &wrong), Err(VaultError::BadClientCredentials)));
+    assert!(matches!(
+        vault.verify_client(id, &wrong),
+        Err(VaultError::BadClientCredentials)
+    ));
     assert!(matches!(
         vault.verify_client(Uuid::new_v4(), &secret),
         Err(VaultError::BadClientCredentials)
@@ -249,7 +311,10 @@ fn clients_verify_and_revoke() {
     assert_eq!(vault.list_clients().unwrap().entries.len(), 1);
 
     vault.delete_client(id).unwrap();
-    assert!(matches!(vault.verify_client(id, &secret), Err(VaultError::BadClientCredentials)));
+    assert!(matches!(
+        vault.verify_client(id, &secret),
+        Err(VaultError::BadClientCredentials)
+    ));
     assert!(vault.list_clients().unwrap().entries.is_empty());
 }
 
@@ -296,5 +361,8 @@ fn open_directory_is_refused() {
 fn oversized_value_is_refused() {
     let (_dir, mut vault) = unlocked_vault();
     let big = SecretBytes::new(vec![0; MAX_VALUE_LEN + 1]);
-    assert!(matches!(vault.create_item("big", &big), Err(VaultError::Invalid(_))));
+    assert!(matches!(
+        vault.create_item("big", &big),
+        Err(VaultError::Invalid(_))
+    ));
 }

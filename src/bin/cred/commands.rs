@@ -1,0 +1,406 @@
+//! One function per `cred` subcommand.
+
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::time::{Duration, UNIX_EPOCH};
+
+use anyhow::{Context, Result, bail};
+use serde_json::json;
+
+use credstore::client::config::{self, ClientConfig, ClientCredentials, ServerEntry, Trust};
+use credstore::client::{ClientError, Connection};
+use credstore::protocol::{Auth, ErrorKind, ItemSummary, Operation, Request, Response, StoreInfo};
+
+use crate::cli::{
+    Cli, ClientCommand, Command, ConfigureArgs, ItemCommand, LoginArgs, PassphraseArgs,
+    StoreCommand,
+};
+use crate::input;
+use crate::output::{print_table, sanitize};
+
+/// What every command needs: where the config is and how to get the
+/// admin passphrase.
+struct Session {
+    dir: PathBuf,
+    passphrase: PassphraseArgs,
+}
+
+pub(crate) fn run(cli: Cli) -> Result<()> {
+    let dir = match cli.config_dir {
+        Some(dir) => dir,
+        None => config::default_dir()?,
+    };
+    let session = Session {
+        dir,
+        passphrase: cli.passphrase,
+    };
+    match cli.command {
+        Command::Configure(args) => configure(&session, args),
+        Command::Login(args) => login(&session, args),
+        Command::Store(command) => store(&session, command),
+        Command::Item(command) => item(&session, command),
+        Command::Client(command) => client(&session, command),
+    }
+}
+
+impl Session {
+    fn config(&self) -> Result<ClientConfig> {
+        ClientConfig::load(&self.dir)
+    }
+
+    fn connect(&self, config: &ClientConfig) -> Result<Connection> {
+        let server = config.server()?;
+        Ok(Connection::open(server, &server.trust()?)?)
+    }
+
+    /// Sends one request over a new connection.
+    fn call(&self, auth: Auth, operation: Operation) -> Result<Response> {
+        let config = self.config()?;
+        let mut connection = self.connect(&config)?;
+        Ok(connection.call(&Request { auth, operation })?)
+    }
+
+    fn admin(&self) -> Result<Auth> {
+        Ok(Auth::Admin {
+            passphrase: input::passphrase(&self.passphrase, false)?,
+        })
+    }
+
+    /// Admin credentials when a passphrase source was given, else this
+    /// host's client credentials, else a passphrase prompt.
+    fn reader(&self, config: &ClientConfig) -> Result<Auth> {
+        let explicit =
+            self.passphrase.passphrase_file.is_some() || self.passphrase.passphrase_stdin;
+        match &config.client {
+            Some(client) if !explicit => Ok(Auth::Client {
+                id: client.id,
+                secret: client.secret(),
+            }),
+            _ => self.admin(),
+        }
+    }
+}
+
+fn configure(session: &Session, args: ConfigureArgs) -> Result<()> {
+    let host = match args.host {
+        Some(host) => host,
+        None => input::ask_line("Store host: ", "store host", "--host HOST")?,
+    };
+    let port = match args.port {
+        Some(port) => port,
+        None => input::ask_line("Store port: ", "store port", "--port PORT")?
+            .parse()
+            .context("the port must be a number from 1 to 65535")?,
+    };
+    let trust = if let Some(fingerprint) = args.fingerprint {
+        Trust::Fingerprint(fingerprint.parse().map_err(anyhow::Error::msg)?)
+    } else if let Some(path) = args.ca_file {
+        let path = std::path::absolute(&path)
+            .with_context(|| format!("cannot resolve {}", path.display()))?;
+        Trust::CaFile(path)
+    } else if args.no_tls {
+        Trust::PlainTcp
+    } else {
+        probe_trust(&host, port)?
+    };
+
+    let mut config = session.config()?;
+    let entry = ServerEntry::new(host, port, &trust);
+    config.server = Some(entry.clone());
+    config.save(&session.dir)?;
+    println!("saved {}", session.dir.join(config::CONFIG_FILE).display());
+
+    let reached = Connection::open(&entry, &trust)
+        .and_then(|mut connection| connection.call(&info_request()));
+    match reached {
+        Ok(Response::Info(info)) => println!("reached {}", describe(&info)),
+        Ok(_) => bail!(ClientError::UnexpectedResponse),
+        Err(err) => eprintln!("cred: warning: saved, but the store cannot be used now: {err}"),
+    }
+    Ok(())
+}
+
+/// Connects to a new store to show what it presents, and asks how to
+/// trust it.
+fn probe_trust(host: &str, port: u16) -> Result<Trust> {
+    let probe = ServerEntry::new(host.to_owned(), port, &Trust::PlainTcp);
+    let (fingerprint, info) = match Connection::probe(&probe) {
+        Ok((Some(fingerprint), Response::Info(info))) => (fingerprint, info),
+        Ok(_) => bail!(ClientError::UnexpectedResponse),
+        Err(tls_err) => {
+            let plain = Connection::open(&probe, &Trust::PlainTcp)
+                .and_then(|mut connection| connection.call(&info_request()));
+            let Ok(Response::Info(info)) = plain else {
+                return Err(tls_err.into());
+            };
+            println!("{host}:{port} speaks plain TCP: {}", describe(&info));
+            input::confirm("talk to it without TLS, secrets in the clear", false)?;
+            return Ok(Trust::PlainTcp);
+        }
+    };
+    println!("{host}:{port} is {}", describe(&info));
+    println!("its certificate has the SHA-256 fingerprint\n  {fingerprint}");
+    println!("compare it with the one credstore gen-cert printed on the store's host");
+    input::confirm("pin this fingerprint", false)?;
+    Ok(Trust::Fingerprint(fingerprint))
+}
+
+fn info_request() -> Request {
+    Request {
+        auth: Auth::None,
+        operation: Operation::Info,
+    }
+}
+
+fn describe(info: &StoreInfo) -> String {
+    let state = match (info.initialised, info.locked) {
+        (false, _) => "not initialised",
+        (true, true) => "locked",
+        (true, false) => "unlocked",
+    };
+    let mode = if info.production {
+        "production"
+    } else {
+        "development"
+    };
+    format!("credstore {}, {state}, {mode} mode", info.version)
+}
+
+fn login(session: &Session, args: LoginArgs) -> Result<()> {
+    let id = match args.client_id {
+        Some(id) => id,
+        None => input::ask_line("Client id: ", "client id", "--client-id ID")?
+            .parse()
+            .context("the client id must be a UUID as cred client create printed it")?,
+    };
+    let secret =
+        input::client_secret(args.client_secret_file.as_deref(), args.client_secret_stdin)?;
+    let credentials = ClientCredentials::new(id, &secret)?;
+
+    let mut config = session.config()?;
+    let checked = session.connect(&config).and_then(|mut connection| {
+        let request = Request {
+            auth: Auth::Client { id, secret },
+            operation: Operation::CheckAuth,
+        };
+        Ok(connection.call(&request)?)
+    });
+    match checked {
+        Ok(_) => {}
+        Err(err) => match err
+            .downcast_ref::<ClientError>()
+            .and_then(ClientError::kind)
+        {
+            Some(ErrorKind::Unauthorized) => {
+                return Err(
+                    err.context("the store does not accept these credentials; nothing saved")
+                );
+            }
+            _ => eprintln!("cred: warning: saving the credentials unchecked: {err:#}"),
+        },
+    }
+
+    config.client = Some(credentials);
+    config.save(&session.dir)?;
+    println!("logged in as client {id}");
+    Ok(())
+}
+
+fn store(session: &Session, command: StoreCommand) -> Result<()> {
+    match command {
+        StoreCommand::Info(args) => {
+            let Response::Info(info) = session.call(Auth::None, Operation::Info)? else {
+                bail!(ClientError::UnexpectedResponse);
+            };
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&info)?);
+            } else {
+                println!("version: {}", info.version);
+                println!("initialised: {}", yes_no(info.initialised));
+                println!("locked: {}", yes_no(info.locked));
+                println!("production: {}", yes_no(info.production));
+            }
+        }
+        StoreCommand::Unlock => {
+            let Response::Info(info) = session.call(Auth::None, Operation::Info)? else {
+                bail!(ClientError::UnexpectedResponse);
+            };
+            let passphrase = input::passphrase(&session.passphrase, !info.initialised)?;
+            match session.call(Auth::None, Operation::Unlock { passphrase })? {
+                Response::Unlocked { initialised: true } => {
+                    println!("initialised a new vault with this passphrase; it is unlocked")
+                }
+                Response::Unlocked { initialised: false } => println!("unlocked"),
+                _ => bail!(ClientError::UnexpectedResponse),
+            }
+        }
+        StoreCommand::Lock => {
+            expect_done(session.call(session.admin()?, Operation::Lock)?)?;
+            println!("locked");
+        }
+    }
+    Ok(())
+}
+
+fn item(session: &Session, command: ItemCommand) -> Result<()> {
+    match command {
+        ItemCommand::Create { description, value } => {
+            let value = input::value(&value)?;
+            let operation = Operation::ItemCreate { description, value };
+            let Response::ItemCreated { id } = session.call(session.admin()?, operation)? else {
+                bail!(ClientError::UnexpectedResponse);
+            };
+            println!("{id}");
+        }
+        ItemCommand::Update { id, value } => {
+            let value = input::value(&value)?;
+            let operation = Operation::ItemUpdate { id, value };
+            let Response::ItemUpdated { .. } = session.call(session.admin()?, operation)? else {
+                bail!(ClientError::UnexpectedResponse);
+            };
+        }
+        ItemCommand::List {
+            search,
+            quiet,
+            json,
+        } => {
+            let operation = Operation::ItemList { search };
+            let Response::Items { items, damaged } = session.call(session.admin()?, operation)?
+            else {
+                bail!(ClientError::UnexpectedResponse);
+            };
+            warn_damaged(&damaged);
+            print_items(&items, quiet, json)?;
+        }
+        ItemCommand::Read { id } => {
+            let config = session.config()?;
+            let auth = session.reader(&config)?;
+            let mut connection = session.connect(&config)?;
+            let request = Request {
+                auth,
+                operation: Operation::ItemRead { id },
+            };
+            let Response::Value { value } = connection.call(&request)? else {
+                bail!(ClientError::UnexpectedResponse);
+            };
+            write_stdout(value.expose())?;
+        }
+        ItemCommand::Delete { ids, yes } => {
+            input::confirm(
+                &format!("delete {} item(s) and their history", ids.len()),
+                yes,
+            )?;
+            expect_done(session.call(session.admin()?, Operation::ItemDelete { ids })?)?;
+        }
+    }
+    Ok(())
+}
+
+fn client(session: &Session, command: ClientCommand) -> Result<()> {
+    match command {
+        ClientCommand::Create { description, json } => {
+            let operation = Operation::ClientCreate { description };
+            let Response::ClientCreated { id, secret } =
+                session.call(session.admin()?, operation)?
+            else {
+                bail!(ClientError::UnexpectedResponse);
+            };
+            let secret = std::str::from_utf8(secret.expose())
+                .context("the store sent a secret that is not text")?;
+            if json {
+                println!("{}", json!({ "id": id, "secret": secret }));
+            } else {
+                println!("id: {id}\nsecret: {secret}");
+                eprintln!(
+                    "the secret is shown only now; on the host run \
+                     cred login --client-id {id} --client-secret-stdin"
+                );
+            }
+        }
+        ClientCommand::List(args) => {
+            let Response::Clients { clients, damaged } =
+                session.call(session.admin()?, Operation::ClientList)?
+            else {
+                bail!(ClientError::UnexpectedResponse);
+            };
+            warn_damaged(&damaged);
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&clients)?);
+            } else {
+                let rows = clients
+                    .iter()
+                    .map(|client| {
+                        vec![
+                            client.id.to_string(),
+                            timestamp(client.created),
+                            sanitize(&client.description),
+                        ]
+                    })
+                    .collect();
+                print_table(&["ID", "CREATED", "DESCRIPTION"], rows)?;
+            }
+        }
+        ClientCommand::Delete { id, yes } => {
+            input::confirm(&format!("delete client {id}"), yes)?;
+            expect_done(session.call(session.admin()?, Operation::ClientDelete { id })?)?;
+        }
+    }
+    Ok(())
+}
+
+fn print_items(items: &[ItemSummary], quiet: bool, json: bool) -> Result<()> {
+    if json {
+        println!("{}", serde_json::to_string_pretty(items)?);
+    } else if quiet {
+        let ids: String = items.iter().map(|item| format!("{}\n", item.id)).collect();
+        write_stdout(ids.as_bytes())?;
+    } else {
+        let rows = items
+            .iter()
+            .map(|item| {
+                vec![
+                    item.id.to_string(),
+                    timestamp(item.updated),
+                    sanitize(&item.description),
+                ]
+            })
+            .collect();
+        print_table(&["ID", "UPDATED", "DESCRIPTION"], rows)?;
+    }
+    Ok(())
+}
+
+fn expect_done(response: Response) -> Result<()> {
+    match response {
+        Response::Done => Ok(()),
+        _ => bail!(ClientError::UnexpectedResponse),
+    }
+}
+
+fn warn_damaged(damaged: &[String]) {
+    for name in damaged {
+        eprintln!(
+            "cred: warning: record {} failed its integrity check",
+            sanitize(name)
+        );
+    }
+}
+
+/// Writes to stdout; a reader that went away is not an error.
+fn write_stdout(bytes: &[u8]) -> Result<()> {
+    let mut stdout = io::stdout().lock();
+    match stdout.write_all(bytes).and_then(|()| stdout.flush()) {
+        Err(err) if err.kind() != io::ErrorKind::BrokenPipe => {
+            Err(err).context("cannot write to standard output")
+        }
+        _ => Ok(()),
+    }
+}
+
+fn timestamp(unix: u64) -> String {
+    humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(unix)).to_string()
+}
+
+fn yes_no(value: bool) -> &'static str {
+    if value { "yes" } else { "no" }
+}
