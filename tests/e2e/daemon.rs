@@ -1,0 +1,152 @@
+//! How the daemon starts, refuses to start, and speaks plain TCP in
+//! development mode.
+
+use std::fs;
+use std::process::Command;
+
+use crate::support::{Store, cred, run};
+
+#[test]
+fn start_up_errors_name_what_is_wrong() {
+    let store = Store::start();
+    let dir = store.dir.path();
+
+    let missing = crate::support::credstore(&[dir.join("nope.toml").to_str().unwrap()]);
+    assert!(
+        missing.code != 0 && missing.stderr.contains("cannot read config"),
+        "{missing:?}"
+    );
+
+    let write_config = |name: &str, body: &str| {
+        let path = dir.join(name);
+        fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let no_storage = write_config(
+        "no-storage.toml",
+        "storage_path = \"absent\"\nlisten_address = \"127.0.0.1:0\"\n",
+    );
+    let run = crate::support::credstore(&[&no_storage]).fails_with(1);
+    assert!(run.stderr.contains("does not exist"), "{run:?}");
+
+    let no_cert = write_config(
+        "no-cert.toml",
+        "storage_path = \"storage\"\nlisten_address = \"127.0.0.1:0\"\n\
+         [tls]\ncert_file = \"gone.pem\"\nkey_file = \"tls/key.pem\"\n",
+    );
+    let run = crate::support::credstore(&[&no_cert]).fails_with(1);
+    assert!(run.stderr.contains("gone.pem"), "{run:?}");
+
+    let plain = write_config(
+        "plain.toml",
+        "storage_path = \"storage\"\nlisten_address = \"127.0.0.1:0\"\n",
+    );
+    let run = crate::support::credstore(&[&plain, "--production"]).fails_with(1);
+    assert!(run.stderr.contains("production mode needs TLS"), "{run:?}");
+
+    let typo = write_config(
+        "typo.toml",
+        "storage = \"storage\"\nlisten_address = \"127.0.0.1:0\"\n",
+    );
+    let run = crate::support::credstore(&[&typo]).fails_with(1);
+    assert!(run.stderr.contains("not valid"), "{run:?}");
+}
+
+#[test]
+fn second_daemon_on_the_same_storage_is_refused() {
+    let store = Store::start();
+    let config = store.config.to_str().unwrap();
+    let run = crate::support::credstore(&[config]).fails_with(1);
+    assert!(
+        run.stderr.contains("in use by another credstore"),
+        "{run:?}"
+    );
+    store.admin(&["store", "info"], b"").ok();
+}
+
+#[test]
+fn development_store_without_tls_warns_and_serves() {
+    let store = Store::start_with(false, &[]);
+    assert!(store.log().contains("WITHOUT TLS"), "{}", store.log());
+    store.unlock();
+    let item = store.create_item("plain", b"over tcp");
+    let (host, _, _) = store.host("host1");
+    assert_eq!(
+        cred(&host, &["item", "read", &item], b"").ok().stdout,
+        b"over tcp"
+    );
+}
+
+#[test]
+fn tls_client_cannot_talk_to_a_plain_store_and_back() {
+    let plain = Store::start_with(false, &[]);
+    let tls = Store::start();
+    let port = plain.port.to_string();
+    let config = plain.dir.path().join("tls-to-plain");
+    let args = [
+        "configure",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--fingerprint",
+        &tls.fingerprint,
+    ];
+    cred(&config, &args, b"").ok();
+    cred(&config, &["store", "info"], b"").fails_with(3);
+
+    let port = tls.port.to_string();
+    let config = tls.dir.path().join("plain-to-tls");
+    cred(
+        &config,
+        &[
+            "configure",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--no-tls",
+        ],
+        b"",
+    )
+    .ok();
+    assert_ne!(cred(&config, &["store", "info"], b"").code, 0);
+    tls.admin(&["store", "info"], b"").ok();
+}
+
+#[test]
+fn gen_cert_fingerprint_matches_openssl() {
+    let store = Store::start();
+    let cert = store.dir.path().join("tls/cert.pem");
+    let openssl = run(
+        Command::new("openssl")
+            .args(["x509", "-noout", "-fingerprint", "-sha256", "-in"])
+            .arg(&cert),
+        b"",
+    )
+    .ok();
+    let printed = openssl.stdout_text();
+    assert!(
+        printed.trim().ends_with(&store.fingerprint),
+        "{printed} vs {}",
+        store.fingerprint
+    );
+    let key = store.dir.path().join("tls/key.pem");
+    let mode = std::os::unix::fs::PermissionsExt::mode(&fs::metadata(key).unwrap().permissions());
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[test]
+fn restart_keeps_items_and_needs_a_new_unlock() {
+    let mut store = Store::start();
+    store.unlock();
+    let item = store.create_item("durable", b"across restarts");
+    store.restart();
+
+    store.admin(&["item", "read", &item], b"").fails_with(5);
+    store.unlock();
+    assert_eq!(
+        store.admin(&["item", "read", &item], b"").ok().stdout,
+        b"across restarts"
+    );
+}
