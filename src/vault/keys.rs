@@ -230,23 +230,20 @@ impl RecordKeys {
 
 /// HMAC-SHA256 of the concatenated `parts` under `key`.
 pub fn mac(key: &Key, parts: &[&[u8]]) -> [u8; 32] {
-    let mut mac = <HmacSha256 as Mac>::new_from_slice(key.as_ref()).expect("any key length");
-    for part in parts {
-        mac.update(part);
-    }
-    mac.finalize().into_bytes().into()
+    hmac_of(key, parts).finalize().into_bytes().into()
 }
 
 /// Checks a hex-encoded tag against the HMAC of `parts` in constant time.
 pub fn verify_mac(key: &Key, parts: &[&[u8]], tag_hex: &str) -> bool {
-    let Ok(tag) = hex::decode(tag_hex) else {
-        return false;
-    };
+    hex::decode(tag_hex).is_ok_and(|tag| hmac_of(key, parts).verify_slice(&tag).is_ok())
+}
+
+fn hmac_of(key: &Key, parts: &[&[u8]]) -> HmacSha256 {
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key.as_ref()).expect("any key length");
     for part in parts {
         mac.update(part);
     }
-    mac.verify_slice(&tag).is_ok()
+    mac
 }
 
 /// A fresh random 32-byte key.
