@@ -40,6 +40,11 @@ impl SecretBytes {
         self.0.is_empty()
     }
 
+    /// The bytes, still zeroed on drop, for APIs that take a vector.
+    pub fn into_zeroizing(self) -> Zeroizing<Vec<u8>> {
+        self.0
+    }
+
     /// Compares with `other` in time that depends only on the lengths.
     pub fn ct_eq(&self, other: &[u8]) -> bool {
         bool::from(self.0.as_slice().ct_eq(other))

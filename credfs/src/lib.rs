@@ -1,19 +1,37 @@
 //! credfs: a read-only FUSE filesystem in which each configured secret
 //! appears as a short-lived file.
 //!
-//! The filesystem takes its values from a [`SecretSource`], so that it can
-//! be tested alone and so that it never depends on a particular client.
-//! Not yet here: the filesystem itself; this crate so far only fixes the
-//! boundary between the mount and the client that feeds it.
+//! Opening a file fetches its value from a [`SecretSource`]; the value is
+//! kept in a guarded buffer for its time-to-live and then wiped, and reads
+//! use direct I/O so the kernel page cache never holds it. Listing and
+//! stat never fetch. The source is a trait so that the filesystem can be
+//! tested alone and never depends on a particular client.
+
+mod cache;
+mod fs;
+mod tree;
 
 use std::fmt;
-use std::time::Instant;
+use std::io;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use fuser::{BackgroundSession, Config, MountOption, SessionACL};
+use tracing::debug;
+use zeroize::Zeroizing;
+
+pub use tree::FileSpec;
+
+use cache::Cache;
+use tree::Tree;
 
 /// Gives the bytes of one secret by its id.
-pub trait SecretSource: Send + Sync {
-    /// Fetches the value of `id`, giving up with [`FetchError::Timeout`]
-    /// once `deadline` has passed rather than blocking a reader forever.
-    fn fetch(&self, id: &str, deadline: Instant) -> Result<Vec<u8>, FetchError>;
+pub trait SecretSource: Send + Sync + 'static {
+    /// Fetches the value of `item`, giving up once `deadline` has passed.
+    fn fetch(&self, item: &str, deadline: Instant) -> Result<Zeroizing<Vec<u8>>, FetchError>;
 }
 
 /// Why a fetch failed; none of these carries the value.
@@ -23,7 +41,7 @@ pub enum FetchError {
     Denied,
     /// The store is locked.
     Locked,
-    /// The store could not be reached in time.
+    /// The store did not answer in time.
     Timeout,
     /// Anything else, described for the log.
     Failed(String),
@@ -41,3 +59,114 @@ impl fmt::Display for FetchError {
 }
 
 impl std::error::Error for FetchError {}
+
+/// How a mount behaves, beyond its files.
+#[derive(Debug, Clone)]
+pub struct MountConfig {
+    /// Let users other than the mounting one in (the `allow_other` option).
+    pub allow_other: bool,
+    /// How long an open may wait for the store before failing with EIO.
+    pub fetch_timeout: Duration,
+}
+
+impl Default for MountConfig {
+    fn default() -> Self {
+        Self {
+            allow_other: false,
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A mounted filesystem; dropping it or calling [`Mount::unmount`] wipes
+/// every value and unmounts.
+pub struct Mount {
+    session: Option<BackgroundSession>,
+    cache: Arc<Cache>,
+    stop: Arc<AtomicBool>,
+}
+
+impl fmt::Debug for Mount {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Mount").finish_non_exhaustive()
+    }
+}
+
+/// Mounts `files` at `mountpoint`, read-only, nosuid, nodev, noexec, with
+/// kernel permission checks, serving values from `source`.
+pub fn mount(
+    mountpoint: &Path,
+    files: Vec<FileSpec>,
+    source: Arc<dyn SecretSource>,
+    config: &MountConfig,
+) -> io::Result<Mount> {
+    let tree = Arc::new(
+        Tree::build(files).map_err(|why| io::Error::new(io::ErrorKind::InvalidInput, why))?,
+    );
+    let entries = tree
+        .files()
+        .map(|(ino, spec)| (ino, spec.item.clone(), spec.ttl));
+    let cache = Arc::new(Cache::new(entries, source, config.fetch_timeout));
+    let filesystem = fs::CredFs::new(tree.clone(), cache.clone());
+
+    let mut options = Config::default();
+    options.mount_options = vec![
+        MountOption::RO,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::NoExec,
+        MountOption::NoAtime,
+        MountOption::DefaultPermissions,
+        MountOption::FSName("credfs".into()),
+        MountOption::Subtype("credfs".into()),
+    ];
+    if config.allow_other {
+        options.acl = SessionACL::All;
+        options.mount_options.push(MountOption::AutoUnmount);
+    }
+    let session = fuser::spawn_mount(filesystem, mountpoint, &options)?;
+    debug!(mountpoint = %mountpoint.display(), files = tree.files().count(), "mounted");
+
+    let stop = Arc::new(AtomicBool::new(false));
+    spawn_sweeper(cache.clone(), stop.clone());
+    Ok(Mount {
+        session: Some(session),
+        cache,
+        stop,
+    })
+}
+
+/// Wipes values as their time-to-live ends, within a quarter second.
+fn spawn_sweeper(cache: Arc<Cache>, stop: Arc<AtomicBool>) {
+    thread::spawn(move || {
+        while !stop.load(Ordering::Relaxed) {
+            thread::sleep(Duration::from_millis(250));
+            let expired = cache.expire();
+            if expired > 0 {
+                debug!(expired, "wiped values whose time-to-live ended");
+            }
+        }
+    });
+}
+
+impl Mount {
+    /// Wipes every value and unmounts, waiting for the session to end.
+    pub fn unmount(mut self) -> io::Result<()> {
+        self.shut_down()
+    }
+
+    fn shut_down(&mut self) -> io::Result<()> {
+        self.stop.store(true, Ordering::Relaxed);
+        self.cache.clear();
+        match self.session.take() {
+            Some(session) => session.umount_and_join(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = self.shut_down();
+    }
+}

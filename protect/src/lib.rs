@@ -43,9 +43,15 @@ impl GuardedBuf {
     pub fn copy_from(bytes: &[u8]) -> Result<Self, AllocError> {
         // SAFETY: malloc_sized returns a valid allocation of `len` bytes or None.
         let ptr = unsafe { memsec::malloc_sized(bytes.len()) }.ok_or(AllocError)?;
-        let buf = Self { ptr, len: bytes.len(), access: Mutex::new(()) };
+        let buf = Self {
+            ptr,
+            len: bytes.len(),
+            access: Mutex::new(()),
+        };
         // SAFETY: the allocation is read-write after malloc and holds `len` bytes.
-        unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.as_ptr().cast::<u8>(), buf.len) };
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), ptr.as_ptr().cast::<u8>(), buf.len)
+        };
         buf.protect(memsec::Prot::NoAccess);
         Ok(buf)
     }
@@ -60,7 +66,10 @@ impl GuardedBuf {
 
     /// Opens the buffer read-only for the duration of `read`.
     pub fn with<R>(&self, read: impl FnOnce(&[u8]) -> R) -> R {
-        let _guard = self.access.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let _guard = self
+            .access
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         self.protect(memsec::Prot::ReadOnly);
         // SAFETY: readable now, `len` bytes, and no writer exists.
         let bytes = unsafe { std::slice::from_raw_parts(self.ptr.as_ptr().cast::<u8>(), self.len) };
@@ -88,7 +97,9 @@ impl Drop for GuardedBuf {
 
 impl fmt::Debug for GuardedBuf {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("GuardedBuf").field("len", &self.len).finish_non_exhaustive()
+        f.debug_struct("GuardedBuf")
+            .field("len", &self.len)
+            .finish_non_exhaustive()
     }
 }
 

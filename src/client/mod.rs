@@ -79,8 +79,18 @@ impl Connection {
     /// Connects and, unless the entry says plain TCP, completes the TLS
     /// handshake and checks that the server speaks our protocol.
     pub fn open(server: &ServerEntry, trust: &Trust) -> Result<Self, ClientError> {
+        Self::open_within(server, trust, IO_TIMEOUT)
+    }
+
+    /// Like [`Connection::open`], with every connect, read and write
+    /// bounded by `timeout`.
+    pub fn open_within(
+        server: &ServerEntry,
+        trust: &Trust,
+        timeout: Duration,
+    ) -> Result<Self, ClientError> {
         let address = format!("{}:{}", server.host, server.port);
-        let tcp = connect_tcp(&address, &server.host, server.port)?;
+        let tcp = connect_tcp(&address, &server.host, server.port, timeout)?;
         let stream: Box<dyn Stream> = match trust {
             Trust::PlainTcp => Box::new(tcp),
             Trust::Fingerprint(pinned) => {
@@ -112,7 +122,7 @@ impl Connection {
     pub fn probe(server: &ServerEntry) -> Result<(Option<Fingerprint>, Response), ClientError> {
         let address = format!("{}:{}", server.host, server.port);
         let verifier = Arc::new(PinnedVerifier::new(None));
-        let tcp = connect_tcp(&address, &server.host, server.port)?;
+        let tcp = connect_tcp(&address, &server.host, server.port, IO_TIMEOUT)?;
         let stream = handshake(tcp, &server.host, &address, verifier.clone())?;
         let mut connection = Self {
             stream: Box::new(stream),
@@ -136,7 +146,12 @@ impl Connection {
     }
 }
 
-fn connect_tcp(address: &str, host: &str, port: u16) -> Result<TcpStream, ClientError> {
+fn connect_tcp(
+    address: &str,
+    host: &str,
+    port: u16,
+    timeout: Duration,
+) -> Result<TcpStream, ClientError> {
     let failed = |why: String| ClientError::Connect {
         address: address.to_owned(),
         why,
@@ -146,14 +161,14 @@ fn connect_tcp(address: &str, host: &str, port: u16) -> Result<TcpStream, Client
         .map_err(|err| failed(err.to_string()))?;
     let mut last = "the name resolves to no address".to_owned();
     for candidate in candidates {
-        match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT) {
+        match TcpStream::connect_timeout(&candidate, CONNECT_TIMEOUT.min(timeout)) {
             Ok(stream) => {
                 let _ = stream.set_nodelay(true);
                 stream
-                    .set_read_timeout(Some(IO_TIMEOUT))
+                    .set_read_timeout(Some(timeout))
                     .map_err(|err| failed(err.to_string()))?;
                 stream
-                    .set_write_timeout(Some(IO_TIMEOUT))
+                    .set_write_timeout(Some(timeout))
                     .map_err(|err| failed(err.to_string()))?;
                 return Ok(stream);
             }

@@ -59,6 +59,44 @@ pub(crate) enum Command {
     /// Create, list and delete client credentials
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Mount a read-only filesystem of short-lived secret files (foreground)
+    Mount(MountArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct MountArgs {
+    /// An existing empty directory to mount on
+    pub(crate) mountpoint: PathBuf,
+
+    /// Show item ITEM_ID as the file NAME (may contain /); repeatable
+    #[arg(long = "file", value_name = "NAME=ITEM_ID")]
+    pub(crate) files: Vec<String>,
+
+    /// A TOML file of [[file]] tables: name, item, and optional mode, uid,
+    /// gid, ttl, allow_uids, allow_gids
+    #[arg(long, value_name = "FILE.toml")]
+    pub(crate) map: Option<PathBuf>,
+
+    /// Seconds a fetched value is kept before it is wiped
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub(crate) ttl: u64,
+
+    /// Seconds an open waits for the store before failing with EIO
+    #[arg(long, value_name = "SECS", default_value_t = 5)]
+    pub(crate) timeout: u64,
+
+    /// Only this uid may open the files (repeatable; with --allow-gid, either suffices)
+    #[arg(long = "allow-uid", value_name = "UID")]
+    pub(crate) allow_uids: Vec<u32>,
+
+    /// Only members of this group may open the files (repeatable)
+    #[arg(long = "allow-gid", value_name = "GID")]
+    pub(crate) allow_gids: Vec<u32>,
+
+    /// Let users other than the mounting one in (needs user_allow_other
+    /// in /etc/fuse.conf unless mounting as root)
+    #[arg(long)]
+    pub(crate) allow_other: bool,
 }
 
 #[derive(Debug, Args)]

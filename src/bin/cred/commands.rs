@@ -40,6 +40,10 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Store(command) => store(&session, command),
         Command::Item(command) => item(&session, command),
         Command::Client(command) => client(&session, command),
+        Command::Mount(args) => {
+            let config = session.config()?;
+            crate::mount::run(&config, &args)
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 mod cli;
 mod commands;
 mod input;
+mod mount;
 mod output;
 
 use std::process::ExitCode;
