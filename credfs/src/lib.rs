@@ -120,9 +120,11 @@ pub fn mount(
         MountOption::FSName("credfs".into()),
         MountOption::Subtype("credfs".into()),
     ];
+    // No auto_unmount: fusermount3's watcher for it can die before the
+    // mount does and leave unmounting to nobody. A crashed mount is
+    // instead cleared by the next `cred mount` on the same directory.
     if config.allow_other {
         options.acl = SessionACL::All;
-        options.mount_options.push(MountOption::AutoUnmount);
     }
     let session = fuser::spawn_mount(filesystem, mountpoint, &options)?;
     debug!(mountpoint = %mountpoint.display(), files = tree.files().count(), "mounted");

@@ -4,4 +4,5 @@ mod borg;
 mod daemon;
 mod frames;
 mod lifecycle;
+mod mount;
 mod support;
