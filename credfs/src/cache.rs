@@ -180,3 +180,87 @@ impl Cache {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+
+    use zeroize::Zeroizing;
+
+    use super::*;
+
+    /// Answers "value" after `delay`, counting fetches.
+    struct Slow {
+        delay: Duration,
+        fetches: AtomicUsize,
+    }
+
+    impl SecretSource for Slow {
+        fn fetch(&self, _item: &str, _deadline: Instant) -> Result<Zeroizing<Vec<u8>>, FetchError> {
+            self.fetches.fetch_add(1, Ordering::SeqCst);
+            thread::sleep(self.delay);
+            Ok(Zeroizing::new(b"value".to_vec()))
+        }
+    }
+
+    fn cache(delay: Duration, ttl: Duration, timeout: Duration) -> (Arc<Cache>, Arc<Slow>) {
+        let source = Arc::new(Slow {
+            delay,
+            fetches: AtomicUsize::new(0),
+        });
+        let files = std::iter::once((2, "item".to_owned(), ttl));
+        (Arc::new(Cache::new(files, source.clone(), timeout)), source)
+    }
+
+    #[test]
+    fn concurrent_opens_share_one_fetch() {
+        let (cache, source) = cache(
+            Duration::from_millis(200),
+            Duration::from_secs(60),
+            Duration::from_secs(5),
+        );
+        let opens: Vec<_> = (0..8)
+            .map(|_| {
+                let cache = cache.clone();
+                thread::spawn(move || cache.get(2).unwrap().with(<[u8]>::to_vec))
+            })
+            .collect();
+        for open in opens {
+            assert_eq!(open.join().unwrap(), b"value");
+        }
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 1);
+        assert_eq!(cache.known_len(2), 5);
+    }
+
+    #[test]
+    fn expired_values_are_dropped_and_fetched_again() {
+        let (cache, source) = cache(
+            Duration::ZERO,
+            Duration::from_millis(50),
+            Duration::from_secs(5),
+        );
+        let value = cache.get(2).unwrap();
+        thread::sleep(Duration::from_millis(80));
+        assert_eq!(cache.expire(), 1);
+        // The open handle keeps its copy until it is closed.
+        assert_eq!(value.with(<[u8]>::to_vec), b"value");
+        cache.get(2).unwrap();
+        assert_eq!(source.fetches.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_source_that_hangs_times_out() {
+        let (cache, _) = cache(
+            Duration::from_secs(30),
+            Duration::from_secs(60),
+            Duration::from_millis(100),
+        );
+        let started = Instant::now();
+        assert_eq!(cache.get(2).unwrap_err(), FetchError::Timeout);
+        assert!(started.elapsed() < Duration::from_secs(10));
+        assert_eq!(
+            cache.get(99).unwrap_err(),
+            FetchError::Failed("no such file".into())
+        );
+    }
+}
