@@ -8,13 +8,20 @@ cd "$(dirname "$0")/.."
 root=$PWD
 . contrib/deps.sh
 
-ensure_commands borg:borgbackup
+ensure_commands borg:borgbackup fusermount3:fuse3
 cargo build --release --quiet --bin credstore --bin cred
 bin=$root/target/release
 
 work=$(mktemp -d -t borg-collective-demo.XXXXXX)
 store_pid=
+mount_pid=
 cleanup() {
+    if [ -n "$mount_pid" ] && kill "$mount_pid" 2>/dev/null; then
+        wait "$mount_pid" 2>/dev/null || true
+    fi
+    if grep -q " $work/mnt " /proc/self/mounts 2>/dev/null; then
+        fusermount3 -u -z "$work/mnt" || umount -l "$work/mnt" || true
+    fi
     [ -n "$store_pid" ] && kill "$store_pid" 2>/dev/null && wait "$store_pid" 2>/dev/null
     rm -rf "$work"
 }
@@ -75,5 +82,27 @@ unset BORG_PASSPHRASE BORG_PASSPHRASE_FD
 borg init --encryption repokey "$work/repo"
 borg create --stats "$work/repo::sample-{now:%Y-%m-%dT%H:%M:%S}" contrib/sample
 borg list "$work/repo"
+
+if [ -e /dev/fuse ]; then
+    say "mounting the secret as a file with cred mount; borg reads it with cat"
+    mkdir "$work/mnt"
+    "${host[@]}" mount "$work/mnt" --file "borg/passphrase=$item" > "$work/mount.log" 2>&1 &
+    mount_pid=$!
+    for _ in $(seq 100); do
+        grep -q '^mounted' "$work/mount.log" && break
+        kill -0 "$mount_pid" 2>/dev/null || { cat "$work/mount.log" >&2; exit 1; }
+        sleep 0.1
+    done
+    ls -l "$work/mnt/borg"
+    export BORG_PASSCOMMAND="cat $work/mnt/borg/passphrase"
+    borg create "$work/repo::sample-from-mount-{now:%Y-%m-%dT%H:%M:%S}" contrib/sample
+    borg list "$work/repo"
+    kill -TERM "$mount_pid"
+    wait "$mount_pid"
+    mount_pid=
+    sed 's/^/  mount log: /' "$work/mount.log"
+else
+    say "skipping cred mount: /dev/fuse is absent on this machine"
+fi
 
 say "done: the passphrase was never written to any config file"
