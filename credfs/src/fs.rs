@@ -8,13 +8,13 @@
 use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
 use fuser::{
     Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation, INodeNo, IoctlFlags,
-    LockOwner, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
+    LockOwner, Notifier, OpenAccMode, OpenFlags, ReplyAttr, ReplyData, ReplyDirectory, ReplyEmpty,
     ReplyEntry, ReplyIoctl, ReplyOpen, ReplyXattr, Request,
 };
 use tracing::{debug, info, warn};
@@ -34,10 +34,12 @@ pub struct CredFs {
     next_handle: Arc<AtomicU64>,
     started: SystemTime,
     owner: (u32, u32),
+    /// Set once mounted; used to drop any page-cache copy of a file.
+    notifier: Arc<OnceLock<Notifier>>,
 }
 
 impl CredFs {
-    pub fn new(tree: Arc<Tree>, cache: Arc<Cache>) -> Self {
+    pub fn new(tree: Arc<Tree>, cache: Arc<Cache>, notifier: Arc<OnceLock<Notifier>>) -> Self {
         let owner = (current_uid(), current_gid());
         Self {
             tree,
@@ -46,6 +48,22 @@ impl CredFs {
             next_handle: Arc::new(AtomicU64::new(1)),
             started: SystemTime::now(),
             owner,
+            notifier,
+        }
+    }
+
+    /// Drops the kernel's cached pages of `ino`. Direct I/O keeps reads out
+    /// of the page cache, but a private mmap still pages the value in; once
+    /// the file is closed and unmapped, this evicts those pages. It runs
+    /// on its own thread: the kernel may wait on this very session.
+    fn evict_pages(&self, ino: INodeNo) {
+        if let Some(notifier) = self.notifier.get() {
+            let notifier = notifier.clone();
+            thread::spawn(move || {
+                if let Err(err) = notifier.inval_inode(ino, 0, 0) {
+                    debug!(error = %err, "cannot evict cached pages");
+                }
+            });
         }
     }
 
@@ -181,7 +199,7 @@ impl Filesystem for CredFs {
     fn release(
         &self,
         _req: &Request,
-        _ino: INodeNo,
+        ino: INodeNo,
         fh: FileHandle,
         _flags: OpenFlags,
         _lock_owner: Option<LockOwner>,
@@ -193,6 +211,7 @@ impl Filesystem for CredFs {
             .unwrap_or_else(PoisonError::into_inner)
             .remove(&fh.0);
         reply.ok();
+        self.evict_pages(ino);
     }
 
     fn opendir(&self, _req: &Request, ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {

@@ -14,8 +14,8 @@ mod tree;
 use std::fmt;
 use std::io;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -107,7 +107,8 @@ pub fn mount(
         .files()
         .map(|(ino, spec)| (ino, spec.item.clone(), spec.ttl));
     let cache = Arc::new(Cache::new(entries, source, config.fetch_timeout));
-    let filesystem = fs::CredFs::new(tree.clone(), cache.clone());
+    let notifier = Arc::new(OnceLock::new());
+    let filesystem = fs::CredFs::new(tree.clone(), cache.clone(), notifier.clone());
 
     let mut options = Config::default();
     options.mount_options = vec![
@@ -127,6 +128,7 @@ pub fn mount(
         options.acl = SessionACL::All;
     }
     let session = fuser::spawn_mount(filesystem, mountpoint, &options)?;
+    let _ = notifier.set(session.notifier());
     debug!(mountpoint = %mountpoint.display(), files = tree.files().count(), "mounted");
 
     let stop = Arc::new(AtomicBool::new(false));
