@@ -68,6 +68,11 @@ pub enum Operation {
     ItemRead {
         id: Uuid,
     },
+    /// A previous value from an item's history; admin only.
+    ItemReadGeneration {
+        id: Uuid,
+        generation: u64,
+    },
     ItemDelete {
         ids: Vec<Uuid>,
     },
@@ -76,7 +81,7 @@ pub enum Operation {
     },
     ClientList,
     ClientDelete {
-        id: Uuid,
+        ids: Vec<Uuid>,
     },
 }
 
@@ -92,6 +97,7 @@ impl Operation {
             Self::ItemUpdate { .. } => "item-update",
             Self::ItemList { .. } => "item-list",
             Self::ItemRead { .. } => "item-read",
+            Self::ItemReadGeneration { .. } => "item-read-generation",
             Self::ItemDelete { .. } => "item-delete",
             Self::ClientCreate { .. } => "client-create",
             Self::ClientList => "client-list",

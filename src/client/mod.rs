@@ -67,6 +67,8 @@ impl<T: Read + Write + Send> Stream for T {}
 /// An open connection to the store.
 pub struct Connection {
     stream: Box<dyn Stream>,
+    /// Set for plain TCP, to explain the garbage a TLS store answers with.
+    plain_to: Option<String>,
 }
 
 impl std::fmt::Debug for Connection {
@@ -114,7 +116,8 @@ impl Connection {
                 Box::new(handshake(tcp, &server.host, &address, verifier)?)
             }
         };
-        Ok(Self { stream })
+        let plain_to = matches!(trust, Trust::PlainTcp).then_some(address);
+        Ok(Self { stream, plain_to })
     }
 
     /// Connects trusting any certificate, only to learn its fingerprint and
@@ -126,6 +129,7 @@ impl Connection {
         let stream = handshake(tcp, &server.host, &address, verifier.clone())?;
         let mut connection = Self {
             stream: Box::new(stream),
+            plain_to: None,
         };
         let info = connection.call(&Request {
             auth: Auth::None,
@@ -138,7 +142,17 @@ impl Connection {
     /// [`ClientError::Server`].
     pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
         write_message(&mut self.stream, request)?;
-        let payload = read_payload(&mut self.stream)?;
+        let payload = match (read_payload(&mut self.stream), &self.plain_to) {
+            // A TLS alert or record header read as a length is enormous.
+            (Err(FrameError::TooLarge { .. }), Some(address)) => {
+                return Err(ClientError::Tls {
+                    address: address.clone(),
+                    why: "the store speaks TLS; configure it with --fingerprint or --ca-file"
+                        .into(),
+                });
+            }
+            (payload, _) => payload?,
+        };
         match decode_payload(&payload)? {
             Response::Error { kind, message } => Err(ClientError::Server { kind, message }),
             response => Ok(response),

@@ -73,6 +73,11 @@ impl State {
             }
             Operation::Lock => {
                 let mut vault = self.write();
+                // Locking a locked vault is done already; the passphrase
+                // could not be checked and need not be.
+                if vault.is_locked() {
+                    return (Caller::Admin, Ok(Response::Done));
+                }
                 let outcome = authorize_admin(&vault, &auth).map(|()| {
                     vault.lock();
                     info!("vault locked");
@@ -160,10 +165,14 @@ impl State {
                     damaged: listing.damaged,
                 }
             }
-            Operation::ClientDelete { id } => {
-                vault.delete_client(id)?;
-                info!(%id, "client deleted");
+            Operation::ClientDelete { ids } => {
+                vault.delete_clients(&ids)?;
+                info!(count = ids.len(), "clients deleted");
                 Response::Done
+            }
+            Operation::ItemReadGeneration { id, generation } => {
+                let value = vault.read_item_generation(id, generation)?;
+                Response::Value { value }
             }
             other => {
                 return Err(VaultError::Internal(format!(

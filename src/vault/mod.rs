@@ -422,9 +422,15 @@ impl Vault {
         })
     }
 
-    pub fn delete_client(&mut self, id: Uuid) -> Result<(), VaultError> {
-        self.client(id)?;
-        storage::remove_durable(&self.clients_dir(), &record_file(id))
+    /// Deletes every client in `ids`, or none when one of them is missing.
+    pub fn delete_clients(&mut self, ids: &[Uuid]) -> Result<(), VaultError> {
+        for id in ids {
+            self.client(*id)?;
+        }
+        for id in ids {
+            storage::remove_durable(&self.clients_dir(), &record_file(*id))?;
+        }
+        Ok(())
     }
 
     /// Checks a client's secret; a missing client and a wrong secret give

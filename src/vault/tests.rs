@@ -310,7 +310,13 @@ fn clients_verify_and_revoke() {
     ));
     assert_eq!(vault.list_clients().unwrap().entries.len(), 1);
 
-    vault.delete_client(id).unwrap();
+    let missing = Uuid::new_v4();
+    assert!(matches!(
+        vault.delete_clients(&[id, missing]),
+        Err(VaultError::NotFound { .. })
+    ));
+    vault.verify_client(id, &secret).unwrap();
+    vault.delete_clients(&[id]).unwrap();
     assert!(matches!(
         vault.verify_client(id, &secret),
         Err(VaultError::BadClientCredentials)

@@ -142,7 +142,8 @@ fn locked_store_answers_locked() {
     let run = cred(&host, &["item", "read", &item], b"").fails_with(5);
     assert!(run.stderr.contains("locked"), "{run:?}");
     store.admin(&["item", "list"], b"").fails_with(5);
-    store.admin(&["store", "lock"], b"").fails_with(5);
+    // Locking a locked store is already done.
+    store.admin(&["store", "lock"], b"").ok();
 
     let wrong = store.dir.path().join("wrong-passphrase");
     std::fs::write(&wrong, "not the passphrase").unwrap();
@@ -182,6 +183,7 @@ fn mismatched_fingerprint_aborts_the_connection() {
     let item = store.create_item("pinned", b"v");
     let other = gen_cert(&store.dir.path().join("other-tls"));
 
+    // configure refuses to save a pin the store does not match.
     let config = store.dir.path().join("mispinned");
     let port = store.port.to_string();
     let args = [
@@ -193,12 +195,21 @@ fn mismatched_fingerprint_aborts_the_connection() {
         "--fingerprint",
         &other,
     ];
-    let configured = cred(&config, &args, b"").ok();
+    let configured = cred(&config, &args, b"").fails_with(3);
     assert!(
         configured.stderr.contains("does not match"),
         "{configured:?}"
     );
+    assert!(!config.join("config.toml").exists());
 
+    // A pin that stops matching later (the certificate was swapped).
+    store.configure(&config, true);
+    let saved = std::fs::read_to_string(config.join("config.toml")).unwrap();
+    std::fs::write(
+        config.join("config.toml"),
+        saved.replace(&store.fingerprint, &other),
+    )
+    .unwrap();
     let passphrase = store.passphrase_file();
     let read = [
         "--passphrase-file",
@@ -213,6 +224,17 @@ fn mismatched_fingerprint_aborts_the_connection() {
         "{run:?}"
     );
     assert!(run.stdout.is_empty());
+
+    let bad = [
+        "configure",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--fingerprint",
+        "nothex",
+    ];
+    cred(&config, &bad, b"").fails_with(2);
 }
 
 #[test]
@@ -283,4 +305,89 @@ fn config_files_are_private() {
     assert_eq!(mode & 0o777, 0o600);
     let mode = std::fs::metadata(&host).unwrap().permissions().mode();
     assert_eq!(mode & 0o077, 0);
+}
+
+#[test]
+fn history_many_deletes_and_quiet_client_list() {
+    let store = Store::start();
+    store.unlock();
+    let item = store.create_item("rotated", b"first");
+    store
+        .admin(&["item", "update", &item, "--value-stdin"], b"second")
+        .ok();
+    let old = store
+        .admin(&["item", "read", &item, "--generation", "1"], b"")
+        .ok();
+    assert_eq!(old.stdout, b"first");
+    store
+        .admin(&["item", "read", &item, "--generation", "9"], b"")
+        .fails_with(1);
+    let (host, first, _) = store.host("host1");
+    // History is for the administrator only.
+    cred(
+        &host,
+        &[
+            "--passphrase-stdin",
+            "item",
+            "read",
+            &item,
+            "--generation",
+            "1",
+        ],
+        b"x",
+    )
+    .fails_with(4);
+
+    let (_, second, _) = store.host("host2");
+    let listed = store
+        .admin(&["client", "list", "-q"], b"")
+        .ok()
+        .stdout_text();
+    assert_eq!(listed.lines().count(), 2);
+    store
+        .admin(&["client", "delete", &first, &second, "--yes"], b"")
+        .ok();
+    assert!(
+        store
+            .admin(&["client", "list", "-q"], b"")
+            .ok()
+            .stdout
+            .is_empty()
+    );
+}
+
+#[test]
+fn tampered_files_fail_reads_and_listings_with_integrity_errors() {
+    let store = Store::start();
+    store.unlock();
+    let damaged = store.create_item("damaged", b"true value");
+    let intact = store.create_item("intact", b"other value");
+    let (host, _, _) = store.host("host1");
+    let items = store.dir.path().join("storage/items");
+
+    let value_file = items.join(format!("{damaged}.1.age"));
+    let mut bytes = std::fs::read(&value_file).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 1;
+    std::fs::write(&value_file, bytes).unwrap();
+    let run = store.admin(&["item", "read", &damaged], b"").fails_with(7);
+    assert!(
+        run.stdout.is_empty() && run.stderr.contains("integrity"),
+        "{run:?}"
+    );
+    cred(&host, &["item", "read", &damaged], b"").fails_with(4);
+
+    let record = items.join(format!("{damaged}.json"));
+    let text = std::fs::read_to_string(&record).unwrap();
+    std::fs::write(&record, text.replace("\"damaged\"", "\"renamed\"")).unwrap();
+    let listed = store.admin(&["item", "list", "-q"], b"").fails_with(7);
+    assert_eq!(listed.stdout_text().trim(), intact);
+    assert!(
+        listed.stderr.contains(&format!("{damaged}.json")),
+        "{listed:?}"
+    );
+    assert_eq!(
+        cred(&host, &["item", "read", &intact], b"").ok().stdout,
+        b"other value"
+    );
 }

@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use clap::{ArgGroup, Args, Parser, Subcommand};
 use uuid::Uuid;
 
+use credstore::tls::Fingerprint;
+
 const EXIT_CODES: &str = "\
 Exit status:
   0  success
@@ -14,7 +16,7 @@ Exit status:
   4  unauthorized: wrong passphrase or client credentials
   5  the store is locked
   6  not found
-  7  an integrity check failed in the store";
+  7  an integrity check failed in the store (also: item list found damaged records)";
 
 /// Client of the credstore secret store, for administrators and backup hosts
 #[derive(Debug, Parser)]
@@ -111,8 +113,8 @@ pub(crate) struct ConfigureArgs {
     pub(crate) port: Option<u16>,
 
     /// Pin the store's certificate by its SHA-256 fingerprint
-    #[arg(long, value_name = "SHA256")]
-    pub(crate) fingerprint: Option<String>,
+    #[arg(long, value_name = "SHA256", value_parser = parse_fingerprint)]
+    pub(crate) fingerprint: Option<Fingerprint>,
 
     /// Trust the store's certificate through this CA certificate file
     #[arg(long, value_name = "FILE")]
@@ -195,7 +197,12 @@ pub(crate) enum ItemCommand {
         json: bool,
     },
     /// Write an item's value to standard output, exactly as stored
-    Read { id: Uuid },
+    Read {
+        id: Uuid,
+        /// Read this previous value from the item's history (admin only)
+        #[arg(long, value_name = "N")]
+        generation: Option<u64>,
+    },
     /// Delete items
     Delete {
         #[arg(required = true)]
@@ -218,12 +225,24 @@ pub(crate) enum ClientCommand {
         json: bool,
     },
     /// List clients
-    List(JsonArg),
-    /// Delete a client; its credentials stop working at once
+    List {
+        /// Print only the ids
+        #[arg(short, long, conflicts_with = "json")]
+        quiet: bool,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete clients; their credentials stop working at once
     Delete {
-        id: Uuid,
+        #[arg(required = true)]
+        ids: Vec<Uuid>,
         /// Do not ask for confirmation
         #[arg(long)]
         yes: bool,
     },
+}
+
+fn parse_fingerprint(text: &str) -> Result<Fingerprint, String> {
+    text.parse()
 }

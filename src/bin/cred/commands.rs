@@ -97,7 +97,7 @@ fn configure(session: &Session, args: ConfigureArgs) -> Result<()> {
             .context("the port must be a number from 1 to 65535")?,
     };
     let trust = if let Some(fingerprint) = args.fingerprint {
-        Trust::Fingerprint(fingerprint.parse().map_err(anyhow::Error::msg)?)
+        Trust::Fingerprint(fingerprint)
     } else if let Some(path) = args.ca_file {
         let path = std::path::absolute(&path)
             .with_context(|| format!("cannot resolve {}", path.display()))?;
@@ -108,25 +108,38 @@ fn configure(session: &Session, args: ConfigureArgs) -> Result<()> {
         probe_trust(&host, port)?
     };
 
-    let mut config = session.config()?;
+    // A store that answers wrongly is refused; one that is not up yet
+    // (provisioning a host before its store) is saved with a warning.
     let entry = ServerEntry::new(host, port, &trust);
-    config.server = Some(entry.clone());
-    config.save(&session.dir)?;
-    println!("saved {}", session.dir.join(config::CONFIG_FILE).display());
-
     let reached = Connection::open(&entry, &trust)
         .and_then(|mut connection| connection.call(&info_request()));
     match reached {
         Ok(Response::Info(info)) => println!("reached {}", describe(&info)),
         Ok(_) => bail!(ClientError::UnexpectedResponse),
-        Err(err) => eprintln!("cred: warning: saved, but the store cannot be used now: {err}"),
+        Err(err @ ClientError::Connect { .. }) => {
+            eprintln!("cred: warning: saving although the store cannot be reached now: {err}")
+        }
+        Err(err) => return Err(anyhow::Error::new(err).context("nothing saved")),
     }
+
+    let mut config = session.config()?;
+    config.server = Some(entry);
+    config.save(&session.dir)?;
+    println!("saved {}", session.dir.join(config::CONFIG_FILE).display());
     Ok(())
 }
 
 /// Connects to a new store to show what it presents, and asks how to
 /// trust it.
 fn probe_trust(host: &str, port: u16) -> Result<Trust> {
+    if !input::has_terminal() {
+        return Err(input::UsageError(
+            "no way to trust the store given and no terminal to ask on; pass --fingerprint \
+             SHA256, --ca-file FILE or --no-tls"
+                .into(),
+        )
+        .into());
+    }
     let probe = ServerEntry::new(host.to_owned(), port, &Trust::PlainTcp);
     let (fingerprint, info) = match Connection::probe(&probe) {
         Ok((Some(fingerprint), Response::Info(info))) => (fingerprint, info),
@@ -273,17 +286,20 @@ fn item(session: &Session, command: ItemCommand) -> Result<()> {
             else {
                 bail!(ClientError::UnexpectedResponse);
             };
-            warn_damaged(&damaged);
             print_items(&items, quiet, json)?;
+            fail_if_damaged(&damaged)?;
         }
-        ItemCommand::Read { id } => {
+        ItemCommand::Read { id, generation } => {
             let config = session.config()?;
-            let auth = session.reader(&config)?;
-            let mut connection = session.connect(&config)?;
-            let request = Request {
-                auth,
-                operation: Operation::ItemRead { id },
+            let (auth, operation) = match generation {
+                Some(generation) => (
+                    session.admin()?,
+                    Operation::ItemReadGeneration { id, generation },
+                ),
+                None => (session.reader(&config)?, Operation::ItemRead { id }),
             };
+            let mut connection = session.connect(&config)?;
+            let request = Request { auth, operation };
             let Response::Value { value } = connection.call(&request)? else {
                 bail!(ClientError::UnexpectedResponse);
             };
@@ -321,15 +337,20 @@ fn client(session: &Session, command: ClientCommand) -> Result<()> {
                 );
             }
         }
-        ClientCommand::List(args) => {
+        ClientCommand::List { quiet, json } => {
             let Response::Clients { clients, damaged } =
                 session.call(session.admin()?, Operation::ClientList)?
             else {
                 bail!(ClientError::UnexpectedResponse);
             };
-            warn_damaged(&damaged);
-            if args.json {
+            if json {
                 println!("{}", serde_json::to_string_pretty(&clients)?);
+            } else if quiet {
+                let ids: String = clients
+                    .iter()
+                    .map(|client| format!("{}\n", client.id))
+                    .collect();
+                write_stdout(ids.as_bytes())?;
             } else {
                 let rows = clients
                     .iter()
@@ -343,10 +364,11 @@ fn client(session: &Session, command: ClientCommand) -> Result<()> {
                     .collect();
                 print_table(&["ID", "CREATED", "DESCRIPTION"], rows)?;
             }
+            fail_if_damaged(&damaged)?;
         }
-        ClientCommand::Delete { id, yes } => {
-            input::confirm(&format!("delete client {id}"), yes)?;
-            expect_done(session.call(session.admin()?, Operation::ClientDelete { id })?)?;
+        ClientCommand::Delete { ids, yes } => {
+            input::confirm(&format!("delete {} client(s)", ids.len()), yes)?;
+            expect_done(session.call(session.admin()?, Operation::ClientDelete { ids })?)?;
         }
     }
     Ok(())
@@ -381,13 +403,26 @@ fn expect_done(response: Response) -> Result<()> {
     }
 }
 
-fn warn_damaged(damaged: &[String]) {
+/// After a listing is printed: names each record that failed its check and
+/// fails, so that scripts notice the damage.
+fn fail_if_damaged(damaged: &[String]) -> Result<()> {
+    if damaged.is_empty() {
+        return Ok(());
+    }
     for name in damaged {
         eprintln!(
-            "cred: warning: record {} failed its integrity check",
+            "cred: record {} failed its integrity check and is not listed",
             sanitize(name)
         );
     }
+    Err(ClientError::Server {
+        kind: ErrorKind::Integrity,
+        message: format!(
+            "{} damaged record(s) in the store; its log has the details",
+            damaged.len()
+        ),
+    }
+    .into())
 }
 
 /// Writes to stdout; a reader that went away is not an error.

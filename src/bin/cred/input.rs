@@ -27,6 +27,11 @@ fn terminal() -> Option<File> {
         .ok()
 }
 
+/// Whether there is a terminal to prompt on.
+pub(crate) fn has_terminal() -> bool {
+    terminal().is_some()
+}
+
 /// The admin passphrase. With `confirm`, a typed passphrase is asked twice.
 pub(crate) fn passphrase(args: &PassphraseArgs, confirm: bool) -> Result<SecretBytes> {
     if let Some(path) = &args.passphrase_file {
@@ -43,7 +48,13 @@ pub(crate) fn passphrase(args: &PassphraseArgs, confirm: bool) -> Result<SecretB
         )
         .into());
     }
-    prompt_secret("Store passphrase: ", confirm)
+    // Asking twice means the store is new and this sets its passphrase.
+    let prompt = if confirm {
+        "New store passphrase: "
+    } else {
+        "Store passphrase: "
+    };
+    prompt_secret(prompt, confirm)
 }
 
 /// An item value, byte for byte as given.
