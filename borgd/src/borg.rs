@@ -148,11 +148,13 @@ impl Borg {
     }
 
     /// Runs borg with `args` and `stdin`, logging its messages, until it
-    /// ends or `interrupt` turns true (then SIGINT lets it checkpoint).
+    /// ends or `interrupt` turns true (then SIGINT lets it checkpoint). A
+    /// `probe` expects it may fail and logs borg's errors at debug only.
     pub async fn run(
         &self,
         args: &[String],
         stdin: Option<Stdio>,
+        probe: bool,
         interrupt: &mut watch::Receiver<bool>,
     ) -> Result<Outcome> {
         let mut command = self.command(args);
@@ -167,7 +169,7 @@ impl Borg {
         drop(passphrase_fd);
 
         let stderr = child.stderr.take().expect("stderr is piped");
-        let logger = tokio::spawn(log_messages(stderr));
+        let logger = tokio::spawn(log_messages(stderr, probe));
         let mut stdout = child.stdout.take().expect("stdout is piped");
         let reader = tokio::spawn(async move {
             let mut bytes = Vec::new();
@@ -221,7 +223,7 @@ async fn wait_or_interrupt(
 }
 
 /// Logs borg's JSON messages and answers the msgids of its errors.
-async fn log_messages(stderr: tokio::process::ChildStderr) -> Vec<(String, String)> {
+async fn log_messages(stderr: tokio::process::ChildStderr, probe: bool) -> Vec<(String, String)> {
     let mut errors = Vec::new();
     let mut lines = BufReader::new(stderr).lines();
     while let Ok(Some(line)) = lines.next_line().await {
@@ -235,6 +237,10 @@ async fn log_messages(stderr: tokio::process::ChildStderr) -> Vec<(String, Strin
         }
         let msgid = message.msgid.clone().unwrap_or_default();
         match message.levelname.as_str() {
+            "ERROR" | "CRITICAL" if probe => {
+                debug!(msgid = %msgid, "borg: {}", message.message);
+                errors.push((msgid, message.message));
+            }
             "ERROR" | "CRITICAL" => {
                 error!(msgid = %msgid, "borg: {}", message.message);
                 errors.push((msgid, message.message));

@@ -163,7 +163,7 @@ impl Runner {
         }
         let repository = self.borg.repository().to_owned();
         let info = self
-            .borg_step(&["info".into(), repository.clone()], None, interrupt)
+            .borg_probe(&["info".into(), repository.clone()], interrupt)
             .await;
         match info {
             Ok(_) => {}
@@ -228,6 +228,9 @@ impl Runner {
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .kill_on_drop(true)
+            // Its own process group, so that stopping it reaches every
+            // process it started that may hold borg's stdin open.
+            .process_group(0)
             .spawn()
             .map_err(|err| format!("cannot run the backup command {:?}: {err}", command[0]))?;
         let stdout: Stdio = child
@@ -237,7 +240,25 @@ impl Runner {
             .try_into()
             .map_err(|err| format!("cannot connect the backup command to borg: {err}"))?;
 
-        let outcome = self.borg_step(args, Some(stdout), interrupt).await;
+        // borg blocks in a read of its stdin and only acts on SIGINT once
+        // the read returns, so an interrupt also stops the command, shortly
+        // after borg has its SIGINT pending.
+        let mut stopping = interrupt.clone();
+        let command_pid = child.id();
+        let stop_command = async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            if let Some(pid) =
+                command_pid.and_then(|pid| rustix::process::Pid::from_raw(pid as i32))
+            {
+                let _ = rustix::process::kill_process_group(pid, rustix::process::Signal::TERM);
+            }
+            std::future::pending::<()>().await;
+        };
+        let outcome = tokio::select! {
+            outcome = self.borg_step(args, Some(stdout), interrupt) => outcome,
+            () = stop_command => unreachable!("stop_command never completes"),
+        };
         let status = child
             .wait()
             .await
@@ -311,9 +332,28 @@ impl Runner {
         stdin: Option<Stdio>,
         interrupt: &mut watch::Receiver<bool>,
     ) -> Result<Outcome, Failure> {
+        self.borg_run(args, stdin, false, interrupt).await
+    }
+
+    /// A borg run whose failure is expected and handled by the caller.
+    async fn borg_probe(
+        &self,
+        args: &[String],
+        interrupt: &mut watch::Receiver<bool>,
+    ) -> Result<Outcome, Failure> {
+        self.borg_run(args, None, true, interrupt).await
+    }
+
+    async fn borg_run(
+        &self,
+        args: &[String],
+        stdin: Option<Stdio>,
+        probe: bool,
+        interrupt: &mut watch::Receiver<bool>,
+    ) -> Result<Outcome, Failure> {
         let outcome = self
             .borg
-            .run(args, stdin, interrupt)
+            .run(args, stdin, probe, interrupt)
             .await
             .map_err(|err| Failure::Other(format!("{err:#}")))?;
         match outcome.failure.clone() {
