@@ -5,7 +5,7 @@
 
 use std::fs;
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
@@ -128,6 +128,7 @@ impl ClientConfig {
             Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Self::default()),
             Err(err) => return Err(err).with_context(|| format!("cannot read {}", path.display())),
         };
+        check_private(&path)?;
         toml::from_str(&text).with_context(|| format!("{} is not a valid config", path.display()))
     }
 
@@ -154,6 +155,23 @@ impl ClientConfig {
             "no store is configured; run cred configure --host HOST --port PORT --fingerprint SHA256",
         )
     }
+}
+
+/// Refuses a config that others may read or change: it holds the client
+/// secret, and whoever edits it chooses which server this host trusts.
+fn check_private(path: &Path) -> Result<()> {
+    let mode = fs::metadata(path)
+        .with_context(|| format!("cannot inspect {}", path.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        bail!(
+            "{} is open to other users (mode {:03o}); run chmod 600 on it",
+            path.display(),
+            mode & 0o777
+        );
+    }
+    Ok(())
 }
 
 fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {

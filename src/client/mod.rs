@@ -43,8 +43,10 @@ pub enum ClientError {
         pinned: Fingerprint,
         actual: Fingerprint,
     },
-    #[error("talking to the store failed: {0}")]
-    Protocol(#[from] FrameError),
+    #[error("talking to the store failed")]
+    Protocol(#[source] FrameError),
+    #[error("the store at {address} did not answer in time")]
+    Timeout { address: String },
     #[error("{message}")]
     Server { kind: ErrorKind, message: String },
     #[error("the store sent an answer that does not fit the request")]
@@ -67,6 +69,7 @@ impl<T: Read + Write + Send> Stream for T {}
 /// An open connection to the store.
 pub struct Connection {
     stream: Box<dyn Stream>,
+    address: String,
     /// Set for plain TCP, to explain the garbage a TLS store answers with.
     plain_to: Option<String>,
 }
@@ -116,8 +119,12 @@ impl Connection {
                 Box::new(handshake(tcp, &server.host, &address, verifier)?)
             }
         };
-        let plain_to = matches!(trust, Trust::PlainTcp).then_some(address);
-        Ok(Self { stream, plain_to })
+        let plain_to = matches!(trust, Trust::PlainTcp).then(|| address.clone());
+        Ok(Self {
+            stream,
+            address,
+            plain_to,
+        })
     }
 
     /// Connects trusting any certificate, only to learn its fingerprint and
@@ -129,6 +136,7 @@ impl Connection {
         let stream = handshake(tcp, &server.host, &address, verifier.clone())?;
         let mut connection = Self {
             stream: Box::new(stream),
+            address,
             plain_to: None,
         };
         let info = connection.call(&Request {
@@ -141,7 +149,7 @@ impl Connection {
     /// Sends one request and reads its response; an error response becomes
     /// [`ClientError::Server`].
     pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
-        write_message(&mut self.stream, request)?;
+        write_message(&mut self.stream, request).map_err(|err| self.frame_error(err))?;
         let payload = match (read_payload(&mut self.stream), &self.plain_to) {
             // A TLS alert or record header read as a length is enormous.
             (Err(FrameError::TooLarge { .. }), Some(address)) => {
@@ -151,13 +159,33 @@ impl Connection {
                         .into(),
                 });
             }
-            (payload, _) => payload?,
+            (payload, _) => payload.map_err(|err| self.frame_error(err))?,
         };
-        match decode_payload(&payload)? {
+        match decode_payload(&payload).map_err(ClientError::Protocol)? {
             Response::Error { kind, message } => Err(ClientError::Server { kind, message }),
             response => Ok(response),
         }
     }
+}
+
+impl Connection {
+    /// A socket timeout becomes [`ClientError::Timeout`], anything else a
+    /// protocol failure.
+    fn frame_error(&self, err: FrameError) -> ClientError {
+        match err {
+            FrameError::Io(io) if is_timeout(&io) => ClientError::Timeout {
+                address: self.address.clone(),
+            },
+            other => ClientError::Protocol(other),
+        }
+    }
+}
+
+fn is_timeout(err: &std::io::Error) -> bool {
+    matches!(
+        err.kind(),
+        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+    )
 }
 
 fn connect_tcp(
@@ -211,7 +239,12 @@ fn handshake(
     while connection.is_handshaking() {
         connection
             .complete_io(&mut tcp)
-            .map_err(|err| failed(err.to_string()))?;
+            .map_err(|err| match is_timeout(&err) {
+                true => ClientError::Timeout {
+                    address: address.to_owned(),
+                },
+                false => failed(err.to_string()),
+            })?;
     }
     if connection.alpn_protocol() != Some(ALPN) {
         return Err(failed(

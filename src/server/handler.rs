@@ -63,7 +63,7 @@ impl State {
         match operation {
             Operation::Info => (Caller::Anonymous, Ok(self.info())),
             Operation::Unlock { passphrase } => {
-                let outcome = self.write().unlock(&passphrase).map(|unlocked| {
+                let outcome = self.unlock(&passphrase).map(|unlocked| {
                     info!(outcome = ?unlocked, "vault unlocked");
                     Response::Unlocked {
                         initialised: unlocked == Unlocked::Initialised,
@@ -93,6 +93,20 @@ impl State {
             }
             operation => (Caller::Admin, self.admin(&auth, operation)),
         }
+    }
+
+    /// Runs the KDF under the shared lock, so that info and reads go on
+    /// meanwhile; only initialising a new vault takes the exclusive lock
+    /// for its whole duration.
+    fn unlock(&self, passphrase: &crate::secret::SecretBytes) -> Result<Unlocked, VaultError> {
+        let vault = self.read();
+        if vault.is_locked() && vault.is_initialised() {
+            let keys = vault.derive_keys(passphrase)?;
+            drop(vault);
+            return Ok(self.write().install(keys));
+        }
+        drop(vault);
+        self.write().unlock(passphrase)
     }
 
     fn info(&self) -> Response {
@@ -214,7 +228,7 @@ fn authenticate(vault: &Vault, auth: &Auth) -> Result<Caller, VaultError> {
 fn authorize_admin(vault: &Vault, auth: &Auth) -> Result<(), VaultError> {
     match authenticate(vault, auth)? {
         Caller::Admin => Ok(()),
-        _ => Err(VaultError::WrongPassphrase),
+        _ => Err(VaultError::AdminOnly),
     }
 }
 
@@ -231,7 +245,7 @@ fn item_summary(item: crate::vault::ItemInfo) -> ItemSummary {
 
 fn log_failure(peer: SocketAddr, operation: &str, caller: Caller, err: &VaultError) {
     match err {
-        VaultError::WrongPassphrase | VaultError::BadClientCredentials => {
+        VaultError::WrongPassphrase | VaultError::BadClientCredentials | VaultError::AdminOnly => {
             warn!(%peer, operation, ?caller, "authentication failed")
         }
         VaultError::Integrity { .. } => error!(%peer, operation, error = %err, "integrity failure"),
@@ -247,7 +261,9 @@ fn log_failure(peer: SocketAddr, operation: &str, caller: Caller, err: &VaultErr
 fn error_response(caller: Caller, err: &VaultError) -> Response {
     let kind = match err {
         VaultError::Locked => ErrorKind::Locked,
-        VaultError::WrongPassphrase | VaultError::BadClientCredentials => ErrorKind::Unauthorized,
+        VaultError::WrongPassphrase | VaultError::BadClientCredentials | VaultError::AdminOnly => {
+            ErrorKind::Unauthorized
+        }
         VaultError::NotFound { .. } => ErrorKind::NotFound,
         VaultError::Integrity { .. } => ErrorKind::Integrity,
         VaultError::Invalid(_) => ErrorKind::BadRequest,

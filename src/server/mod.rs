@@ -208,12 +208,34 @@ async fn read_payload<S: AsyncRead + Unpin>(
             read => filled += read,
         }
     }
-    let mut payload = Zeroizing::new(vec![0u8; protocol::payload_len(header)?]);
-    stream
-        .read_exact(&mut payload)
-        .await
-        .map_err(protocol::eof_is_truncation)?;
-    Ok(Some(payload))
+    let len = protocol::payload_len(header)?;
+    read_growing(stream, len).await.map(Some)
+}
+
+/// The first allocation for a payload; it doubles as bytes arrive, so a
+/// peer that only announces a large frame costs no more than this.
+const INITIAL_PAYLOAD: usize = 16 * 1024;
+
+/// Reads exactly `len` bytes into a buffer that grows as they arrive.
+/// Each outgrown buffer is zeroed as it is dropped.
+async fn read_growing<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    len: usize,
+) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+    let mut buffer = Zeroizing::new(vec![0u8; len.min(INITIAL_PAYLOAD)]);
+    let mut filled = 0;
+    while filled < len {
+        if filled == buffer.len() {
+            let mut bigger = Zeroizing::new(vec![0u8; (buffer.len() * 2).min(len)]);
+            bigger[..filled].copy_from_slice(&buffer[..filled]);
+            buffer = bigger;
+        }
+        match stream.read(&mut buffer[filled..]).await? {
+            0 => return Err(FrameError::Truncated),
+            read => filled += read,
+        }
+    }
+    Ok(buffer)
 }
 
 async fn write_response<S: AsyncWrite + Unpin>(

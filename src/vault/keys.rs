@@ -30,10 +30,11 @@ pub const KDF_ITERATIONS: u32 = 3;
 /// Lanes; one keeps the cost the same on a single-core host.
 pub const KDF_PARALLELISM: u32 = 1;
 
-/// The most memory a stored parameter set may ask for, so that an edited
-/// identity file cannot make unlock exhaust the host (1 GiB).
-const KDF_MEMORY_KIB_LIMIT: u32 = 1024 * 1024;
-const KDF_ITERATIONS_LIMIT: u32 = 16;
+/// The most a stored parameter set may ask for (four times today's
+/// memory, eight passes), so that an edited identity file cannot make an
+/// unlock exhaust the host, while a later release can still raise them.
+const KDF_MEMORY_KIB_LIMIT: u32 = 4 * KDF_MEMORY_KIB;
+const KDF_ITERATIONS_LIMIT: u32 = 8;
 
 pub type HmacSha256 = Hmac<Sha256>;
 

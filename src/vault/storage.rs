@@ -59,7 +59,11 @@ impl StorageDir {
         let dir = self.path.join(name);
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => sync_dir(&self.path)?,
-            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {
+                let closed = fs::Permissions::from_mode(0o700);
+                fs::set_permissions(&dir, closed)
+                    .map_err(|source| VaultError::io("restrict", &dir, source))?;
+            }
             Err(source) => return Err(VaultError::io("create directory", &dir, source)),
         }
         Ok(dir)
@@ -128,14 +132,46 @@ pub fn remove_durable(dir: &Path, name: &str) -> Result<(), VaultError> {
     }
 }
 
-/// Reads `dir/name`, answering `None` when it does not exist.
+/// Reads `dir/name`, answering `None` when it does not exist. Anything
+/// but a regular file (a symlink, a FIFO that would block the daemon, a
+/// device) is refused as damage.
 pub fn read_optional(dir: &Path, name: &str) -> Result<Option<Vec<u8>>, VaultError> {
     let path = dir.join(name);
-    match fs::read(&path) {
-        Ok(bytes) => Ok(Some(bytes)),
-        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(VaultError::io("read", &path, source)),
+    let opened = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc_flags::NOFOLLOW | libc_flags::NONBLOCK)
+        .open(&path);
+    let mut file = match opened {
+        Ok(file) => file,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(err) if err.raw_os_error() == Some(libc_flags::ELOOP) => {
+            return Err(VaultError::integrity(
+                path.display().to_string(),
+                "it is a symlink",
+            ));
+        }
+        Err(source) => return Err(VaultError::io("read", &path, source)),
+    };
+    let meta = file
+        .metadata()
+        .map_err(|source| VaultError::io("inspect", &path, source))?;
+    if !meta.is_file() {
+        return Err(VaultError::integrity(
+            path.display().to_string(),
+            "it is not a regular file",
+        ));
     }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    io::Read::read_to_end(&mut file, &mut bytes)
+        .map_err(|source| VaultError::io("read", &path, source))?;
+    Ok(Some(bytes))
+}
+
+/// Open flags and errno values, from rustix so that no unsafe libc is needed.
+mod libc_flags {
+    pub const NOFOLLOW: i32 = rustix::fs::OFlags::NOFOLLOW.bits() as i32;
+    pub const NONBLOCK: i32 = rustix::fs::OFlags::NONBLOCK.bits() as i32;
+    pub const ELOOP: i32 = rustix::io::Errno::LOOP.raw_os_error();
 }
 
 /// The names of the regular files in `dir`, skipping temporary files.

@@ -4,6 +4,7 @@ use std::path::{Path, PathBuf};
 
 use tempfile::TempDir;
 
+use super::items::value_file;
 use super::*;
 
 fn passphrase() -> SecretBytes {
@@ -248,17 +249,128 @@ fn value_swapped_from_another_item_is_rejected() {
 }
 
 #[test]
-fn replayed_older_record_never_returns_a_wrong_value() {
+fn replayed_older_record_is_refused() {
     let (dir, mut vault) = unlocked_vault();
     let id = vault.create_item("replayed", &value(b"old")).unwrap();
     let record_path = dir.path().join(ITEMS_DIR).join(record_file(id));
     let old_record = fs::read(&record_path).unwrap();
     vault.update_item(id, &value(b"new")).unwrap();
 
-    // An old but authentic record points at the old, still kept generation:
-    // it reads the old value it vouches for, never a mix of the two.
-    fs::write(&record_path, old_record).unwrap();
-    assert_eq!(vault.read_item(id).unwrap().expose(), b"old");
+    // An old but authentic record points at the old, still kept generation;
+    // the manifest knows it is stale, while running and after a restart.
+    fs::write(&record_path, &old_record).unwrap();
+    assert!(matches!(
+        vault.read_item(id),
+        Err(VaultError::Integrity { .. })
+    ));
+    let vault = reopen(dir.path(), vault);
+    assert!(matches!(
+        vault.read_item(id),
+        Err(VaultError::Integrity { .. })
+    ));
+    assert_eq!(
+        vault.list_items(None).unwrap().damaged,
+        vec![record_file(id)]
+    );
+    // Nothing newer was thrown away as an orphan: the new value is intact.
+    assert!(dir.path().join(ITEMS_DIR).join(value_file(id, 2)).exists());
+}
+
+#[test]
+fn a_deleted_clients_record_put_back_stays_revoked() {
+    let (dir, mut vault) = unlocked_vault();
+    let (id, secret) = vault.create_client("revoked").unwrap();
+    let record_path = dir.path().join(CLIENTS_DIR).join(record_file(id));
+    let saved = fs::read(&record_path).unwrap();
+    vault.delete_clients(&[id]).unwrap();
+    fs::write(&record_path, saved).unwrap();
+
+    assert!(matches!(
+        vault.verify_client(id, &secret),
+        Err(VaultError::BadClientCredentials)
+    ));
+    let vault = reopen(dir.path(), vault);
+    assert!(matches!(
+        vault.verify_client(id, &secret),
+        Err(VaultError::BadClientCredentials)
+    ));
+    assert!(vault.list_clients().unwrap().entries.is_empty());
+}
+
+#[test]
+fn a_vault_that_lost_its_identity_or_version_is_never_initialised_again() {
+    let (dir, mut vault) = unlocked_vault();
+    vault.create_item("precious", &value(b"v")).unwrap();
+    drop(vault);
+
+    let identity = dir.path().join(IDENTITY_FILE);
+    let saved = fs::read(&identity).unwrap();
+    fs::remove_file(&identity).unwrap();
+    let mut vault = Vault::open(dir.path()).unwrap();
+    assert!(vault.is_initialised());
+    let err = vault
+        .unlock(&value(b"an attacker's passphrase"))
+        .unwrap_err();
+    assert!(matches!(err, VaultError::Integrity { .. }), "{err}");
+    drop(vault);
+    fs::write(&identity, saved).unwrap();
+
+    fs::remove_file(dir.path().join(VERSION_FILE)).unwrap();
+    let err = Vault::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("VERSION is missing"), "{err}");
+    fs::write(dir.path().join(VERSION_FILE), "0\n").unwrap();
+    assert!(Vault::open(dir.path()).is_err());
+}
+
+#[test]
+fn a_directory_with_foreign_files_is_not_made_a_vault() {
+    let dir = private_dir();
+    fs::write(dir.path().join("notes.txt"), "mine").unwrap();
+    let err = Vault::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("not empty"), "{err}");
+}
+
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let (dir, mut vault) = unlocked_vault();
+    let fifo = vault.create_item("fifo", &value(b"a")).unwrap();
+    let link = vault.create_item("link", &value(b"b")).unwrap();
+    let items = dir.path().join(ITEMS_DIR);
+
+    fs::remove_file(items.join(record_file(fifo))).unwrap();
+    rustix::fs::mkfifoat(
+        rustix::fs::CWD,
+        &items.join(record_file(fifo)),
+        0o600.into(),
+    )
+    .unwrap();
+    assert!(matches!(
+        vault.read_item(fifo),
+        Err(VaultError::Integrity { .. })
+    ));
+
+    fs::remove_file(items.join(record_file(link))).unwrap();
+    std::os::unix::fs::symlink("/etc/hostname", items.join(record_file(link))).unwrap();
+    assert!(matches!(
+        vault.read_item(link),
+        Err(VaultError::Integrity { .. })
+    ));
+
+    // Damaged items can still be deleted, every file of theirs with them.
+    vault.delete_items(&[fifo, link]).unwrap();
+    assert!(item_files(dir.path(), fifo).is_empty() && item_files(dir.path(), link).is_empty());
+}
+
+#[test]
+fn a_missing_manifest_is_an_integrity_error() {
+    let (dir, vault) = unlocked_vault();
+    drop(vault);
+    fs::remove_file(dir.path().join(MANIFEST_FILE)).unwrap();
+    let mut vault = Vault::open(dir.path()).unwrap();
+    assert!(matches!(
+        vault.unlock(&passphrase()),
+        Err(VaultError::Integrity { .. })
+    ));
 }
 
 #[test]
@@ -287,7 +399,6 @@ fn interrupted_write_leaves_items_intact() {
     let vault = reopen(dir.path(), vault);
     assert_eq!(vault.read_item(id).unwrap().expose(), b"committed");
     assert!(!temp.exists());
-    assert!(!orphan.exists());
 
     let mut vault = vault;
     vault.update_item(id, &value(b"next")).unwrap();

@@ -158,3 +158,35 @@ fn plain_bytes_to_the_tls_port_are_dropped() {
     assert!(decode_payload::<Response>(rest.get(4..).unwrap_or_default()).is_err());
     assert_still_serving(&store);
 }
+
+#[test]
+fn client_credentials_cannot_run_admin_operations() {
+    let store = Store::start();
+    store.unlock();
+    let (_, id, secret) = store.host("host1");
+    let mut stream = connect_ours(&store);
+    for operation in [
+        Operation::ItemList { search: None },
+        Operation::ClientList,
+        Operation::Lock,
+    ] {
+        let auth = Auth::Client {
+            id: id.parse().unwrap(),
+            secret: credstore::secret::SecretBytes::copy_from(secret.as_bytes()),
+        };
+        stream
+            .write_all(&encode_frame(&Request { auth, operation }).unwrap())
+            .unwrap();
+        match read_response(&mut stream) {
+            Response::Error {
+                kind: ErrorKind::Unauthorized,
+                message,
+            } => {
+                assert!(message.contains("admin passphrase"), "{message}")
+            }
+            other => panic!("a client ran an admin operation: {other:?}"),
+        }
+    }
+    let info = store.admin(&["store", "info", "--json"], b"").ok();
+    assert!(info.stdout_text().contains("\"locked\": false"), "{info:?}");
+}

@@ -391,3 +391,14 @@ fn tampered_files_fail_reads_and_listings_with_integrity_errors() {
         b"other value"
     );
 }
+
+#[test]
+fn a_config_open_to_others_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+
+    let store = Store::start();
+    let config = store.admin_dir().join("config.toml");
+    std::fs::set_permissions(&config, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let run = store.admin(&["store", "info"], b"").fails_with(1);
+    assert!(run.stderr.contains("chmod 600"), "{run:?}");
+}

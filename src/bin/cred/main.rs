@@ -34,6 +34,7 @@ fn exit_code(err: &anyhow::Error) -> u8 {
             return match client {
                 ClientError::Connect { .. }
                 | ClientError::Tls { .. }
+                | ClientError::Timeout { .. }
                 | ClientError::FingerprintMismatch { .. } => 3,
                 ClientError::Server { kind, .. } => match kind {
                     ErrorKind::Unauthorized | ErrorKind::PeerMismatch => 4,

@@ -102,17 +102,8 @@ fn fetch_error(err: ClientError) -> FetchError {
             FetchError::Denied
         }
         Some(ErrorKind::Locked) => FetchError::Locked,
-        _ => match &err {
-            ClientError::Protocol(credstore::protocol::FrameError::Io(io))
-                if matches!(
-                    io.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                FetchError::Timeout
-            }
-            _ => FetchError::Failed(err.to_string()),
-        },
+        _ if matches!(err, ClientError::Timeout { .. }) => FetchError::Timeout,
+        _ => FetchError::Failed(err.to_string()),
     }
 }
 

@@ -1,0 +1,113 @@
+//! Client credentials: a random id and secret, of which the vault keeps
+//! only a keyed hash.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use rand::RngCore;
+use rand::rngs::OsRng;
+use subtle::ConstantTimeEq;
+use tracing::warn;
+use uuid::Uuid;
+use zeroize::Zeroizing;
+
+use super::{
+    ClientInfo, ClientRecord, Listing, Vault, VaultError, check_description, record_file, records,
+    storage, unix_now,
+};
+use crate::secret::SecretBytes;
+
+impl Vault {
+    /// Creates a client credential and answers its id and secret; the
+    /// secret is shown only this once.
+    pub fn create_client(&mut self, description: &str) -> Result<(Uuid, SecretBytes), VaultError> {
+        check_description(description)?;
+        let keys = self.keys()?;
+        let id = Uuid::new_v4();
+        let secret = new_client_secret();
+        let record = ClientRecord {
+            id,
+            description: description.to_owned(),
+            created: unix_now(),
+            secret_mac: records::client_secret_mac(&keys.records.client, id, secret.expose()),
+        };
+        let bytes = records::seal(&record, &keys.records.metadata);
+        storage::write_atomic(&self.clients_dir(), &record_file(id), &bytes)?;
+        self.manifest_mut()?.clients.insert(id);
+        self.save_manifest()?;
+        Ok((id, secret))
+    }
+
+    pub fn list_clients(&self) -> Result<Listing<ClientInfo>, VaultError> {
+        let ids: Vec<Uuid> = self.keys()?.manifest.clients.iter().copied().collect();
+        let mut listing = Listing::default();
+        for id in ids {
+            match self.client(id) {
+                Ok(client) => listing.entries.push(ClientInfo {
+                    id: client.id,
+                    description: client.description,
+                    created: client.created,
+                }),
+                Err(err) => {
+                    warn!(error = %err, "skipping a damaged client record");
+                    listing.damaged.push(record_file(id));
+                }
+            }
+        }
+        Ok(listing)
+    }
+
+    /// Deletes every client in `ids`, or none when one of them is not in
+    /// the vault; a damaged record can be deleted too.
+    pub fn delete_clients(&mut self, ids: &[Uuid]) -> Result<(), VaultError> {
+        let manifest = &self.keys()?.manifest;
+        if let Some(id) = ids.iter().find(|id| !manifest.clients.contains(id)) {
+            return Err(VaultError::NotFound {
+                kind: "client",
+                id: *id,
+            });
+        }
+        for id in ids {
+            self.manifest_mut()?.clients.remove(id);
+        }
+        self.save_manifest()?;
+        for id in ids {
+            storage::remove_durable(&self.clients_dir(), &record_file(*id))?;
+        }
+        Ok(())
+    }
+
+    /// Checks a client's secret; a missing client and a wrong secret give
+    /// the same error, so that callers cannot probe for ids.
+    pub fn verify_client(&self, id: Uuid, secret: &SecretBytes) -> Result<(), VaultError> {
+        let keys = self.keys()?;
+        let expected = match self.client(id) {
+            Ok(record) => record.secret_mac,
+            Err(VaultError::NotFound { .. }) => return Err(VaultError::BadClientCredentials),
+            Err(err) => return Err(err),
+        };
+        let actual = records::client_secret_mac(&keys.records.client, id, secret.expose());
+        if bool::from(actual.as_bytes().ct_eq(expected.as_bytes())) {
+            Ok(())
+        } else {
+            Err(VaultError::BadClientCredentials)
+        }
+    }
+
+    /// A client the manifest lists, with its record checked; a deleted
+    /// client's record put back is not found.
+    fn client(&self, id: Uuid) -> Result<ClientRecord, VaultError> {
+        let keys = self.keys()?;
+        if !keys.manifest.clients.contains(&id) {
+            return Err(VaultError::NotFound { kind: "client", id });
+        }
+        let bytes = storage::read_optional(&self.clients_dir(), &record_file(id))?
+            .ok_or_else(|| VaultError::integrity(format!("client record {id}"), "it is missing"))?;
+        records::open(&bytes, &keys.records.metadata, id)
+    }
+}
+
+fn new_client_secret() -> SecretBytes {
+    let mut raw = Zeroizing::new([0u8; 32]);
+    OsRng.fill_bytes(raw.as_mut());
+    SecretBytes::from(URL_SAFE_NO_PAD.encode(raw.as_ref()))
+}

@@ -1,0 +1,62 @@
+//! The manifest: which items (at which generation) and which clients the
+//! vault holds, under one HMAC tag.
+//!
+//! Each record is tagged on its own, so an old but authentic record put
+//! back in place of a newer one, or the record of a deleted client, would
+//! pass its own check. The manifest catches both: a record older than the
+//! manifest says, or one the manifest does not list, is refused. Only a
+//! rollback of the whole directory, manifest included, goes unnoticed
+//! offline; that needs state kept outside the vault.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::records::{self, Record};
+use super::{VaultError, keys::Key};
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Manifest {
+    /// Each item and the generation its record was last written at.
+    pub items: BTreeMap<Uuid, u64>,
+    pub clients: BTreeSet<Uuid>,
+}
+
+impl Record for Manifest {
+    const DOMAIN: &'static [u8] = b"borg-collective manifest v1\0";
+    const KIND: &'static str = "manifest";
+
+    /// The manifest is one per vault; it carries the nil id.
+    fn id(&self) -> Uuid {
+        Uuid::nil()
+    }
+}
+
+impl Manifest {
+    pub fn seal(&self, key: &Key) -> Vec<u8> {
+        records::seal(self, key)
+    }
+
+    pub fn open(bytes: &[u8], key: &Key) -> Result<Self, VaultError> {
+        records::open(bytes, key, Uuid::nil())
+    }
+
+    /// Checks an item record's generation against the manifest.
+    pub fn check_item(&self, id: Uuid, generation: u64) -> Result<(), VaultError> {
+        match self.items.get(&id) {
+            None => Err(VaultError::NotFound { kind: "item", id }),
+            // Newer is fine: a crash between writing the record and the
+            // manifest leaves exactly that.
+            Some(listed) if generation >= *listed => Ok(()),
+            Some(listed) => Err(VaultError::integrity(
+                format!("item record {id}"),
+                format!(
+                    "it is generation {generation} but the manifest lists {listed}; an older \
+                     record was put back"
+                ),
+            )),
+        }
+    }
+}
