@@ -340,7 +340,7 @@ fn special_files_are_refused_without_blocking() {
     fs::remove_file(items.join(record_file(fifo))).unwrap();
     rustix::fs::mkfifoat(
         rustix::fs::CWD,
-        &items.join(record_file(fifo)),
+        items.join(record_file(fifo)),
         0o600.into(),
     )
     .unwrap();
