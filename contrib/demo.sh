@@ -9,7 +9,7 @@ root=$PWD
 . contrib/deps.sh
 
 ensure_commands borg:borgbackup fusermount3:fuse3
-cargo build --release --quiet --bin credstore --bin cred
+cargo build --release --quiet -p borg-collective -p borgd
 bin=$root/target/release
 
 work=$(mktemp -d -t borg-collective-demo.XXXXXX)
@@ -94,8 +94,28 @@ if [ -e /dev/fuse ]; then
         sleep 0.1
     done
     ls -l "$work/mnt/borg"
+
+    say "running the backup through borgd --once, which reads the passphrase from the mount"
+    cat > "$work/borgd.toml" <<TOML
+state_file = "$work/borgd-state.json"
+
+[repository]
+location = "$work/repo"
+
+[encryption]
+passphrase_file = "$work/mnt/borg/passphrase"
+
+[[backup]]
+name = "demo"
+schedule = "15 2 * * *"
+paths = ["$root/contrib/sample"]
+keep = { daily = 7 }
+TOML
+    unset BORG_PASSCOMMAND
+    "$bin/borgd" check "$work/borgd.toml"
+    "$bin/borgd" "$work/borgd.toml" --once
+    "$bin/borgd" status "$work/borgd.toml"
     export BORG_PASSCOMMAND="cat $work/mnt/borg/passphrase"
-    borg create "$work/repo::sample-from-mount-{now:%Y-%m-%dT%H:%M:%S}" contrib/sample
     borg list "$work/repo"
     kill -TERM "$mount_pid"
     wait "$mount_pid"
