@@ -43,6 +43,11 @@ pub enum Failure {
     NoRepository,
     /// Another borg holds the repository lock, or a killed one left it.
     Locked,
+    /// A borg on this host that no longer runs left the lock, and the
+    /// config does not allow breaking it.
+    StaleLock {
+        pid: u32,
+    },
     Interrupted,
     Other(String),
 }
@@ -54,6 +59,11 @@ impl std::fmt::Display for Failure {
             Self::PasscommandFailed => f.write_str("the passcommand failed"),
             Self::NoRepository => f.write_str("the repository does not exist"),
             Self::Locked => f.write_str("repository locked by another borg, or by a killed one"),
+            Self::StaleLock { pid } => write!(
+                f,
+                "repository locked by borg pid {pid}, which is gone; set break_stale_lock = true \
+                 to let borg remove the lock, or run borg break-lock"
+            ),
             Self::Interrupted => f.write_str("interrupted by shutdown"),
             Self::Other(message) => f.write_str(message),
         }
@@ -130,11 +140,6 @@ impl Borg {
             .env("BORG_EXIT_CODES", "modern")
             .env("BORG_RELOCATED_REPO_ACCESS_IS_OK", "no");
         command.env("BORG_UNKNOWN_UNENCRYPTED_REPO_ACCESS_IS_OK", "no");
-        // With a unique host name borg itself removes a lock whose holder is
-        // on this host and dead; without it a stale lock waits out
-        // --lock-wait and is reported as "repository locked".
-        let unique = if self.break_stale_lock { "yes" } else { "no" };
-        command.env("BORG_HOSTNAME_IS_UNIQUE", unique);
         if let Some(identity) = &self.ssh_identity {
             let rsh = format!("ssh -i '{}' -o BatchMode=yes", identity.display());
             command.env("BORG_RSH", rsh);
@@ -160,6 +165,17 @@ impl Borg {
         let mut command = self.command(args);
         if let Some(stdin) = stdin {
             command.stdin(stdin);
+        }
+        // borg itself removes a lock left by a dead process on this host;
+        // unless the config allows that, such a run stops here.
+        if !self.break_stale_lock
+            && let Some(pid) = stale_lock_holder(&self.repository)
+        {
+            return Ok(Outcome {
+                stdout: Vec::new(),
+                failure: Some(Failure::StaleLock { pid }),
+                warning: false,
+            });
         }
         let passphrase_fd = self.passphrase.apply(&mut command)?;
         debug!(args = ?args, "running borg");
@@ -195,6 +211,29 @@ impl Borg {
     pub fn archive(&self, name: &str) -> String {
         format!("{}::{name}", self.repository)
     }
+}
+
+/// The pid of a dead process on this host that holds the exclusive lock of
+/// the local repository at `location`, if there is one. borg 1.x names
+/// each holder `HOST@NODE.PID-THREAD` in `lock.exclusive/`.
+fn stale_lock_holder(location: &str) -> Option<u32> {
+    if location.contains("://") {
+        return None;
+    }
+    let host = rustix::system::uname()
+        .nodename()
+        .to_string_lossy()
+        .into_owned();
+    let holders = std::fs::read_dir(std::path::Path::new(location).join("lock.exclusive")).ok()?;
+    holders
+        .filter_map(|entry| entry.ok()?.file_name().into_string().ok())
+        .find_map(|name| {
+            let (holder_host, rest) = name.split_once('@')?;
+            let pid: u32 = rest.rsplit_once('.')?.1.split('-').next()?.parse().ok()?;
+            let alive = rustix::process::Pid::from_raw(pid as i32)
+                .is_some_and(|pid| rustix::process::test_kill_process(pid).is_ok());
+            (holder_host == host && !alive).then_some(pid)
+        })
 }
 
 /// Waits for borg; on interrupt sends SIGINT, which makes borg write a
@@ -270,4 +309,55 @@ fn classify(status: ExitStatus, errors: &[(String, String)]) -> Option<Failure> 
             message.unwrap_or_else(|| format!("borg exited with {status}")),
         ))
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+
+    fn exited(code: i32) -> ExitStatus {
+        ExitStatus::from_raw(code << 8)
+    }
+
+    fn error(msgid: &str) -> Vec<(String, String)> {
+        vec![(msgid.to_owned(), format!("{msgid} happened"))]
+    }
+
+    #[test]
+    fn failures_are_told_apart_by_msgid_in_both_exit_code_styles() {
+        // borg 1.2 exits 2 for every error; 1.4 with BORG_EXIT_CODES=modern
+        // uses a code per error. The msgid is what both share.
+        let cases = [
+            ("PassphraseWrong", 52, Failure::WrongPassphrase),
+            ("PasscommandFailure", 51, Failure::PasscommandFailed),
+            ("Repository.DoesNotExist", 13, Failure::NoRepository),
+            ("LockTimeout", 73, Failure::Locked),
+        ];
+        for (msgid, modern, expected) in cases {
+            assert_eq!(
+                classify(exited(2), &error(msgid)),
+                Some(expected.clone()),
+                "{msgid}"
+            );
+            assert_eq!(
+                classify(exited(modern), &error(msgid)),
+                Some(expected),
+                "{msgid}"
+            );
+        }
+    }
+
+    #[test]
+    fn success_and_warnings_are_no_failure() {
+        assert_eq!(classify(exited(0), &[]), None);
+        assert_eq!(classify(exited(1), &error("FileChangedWarning")), None);
+        let other = classify(exited(2), &error("Something.Else"));
+        assert_eq!(
+            other,
+            Some(Failure::Other("Something.Else happened".into()))
+        );
+        assert!(matches!(classify(exited(2), &[]), Some(Failure::Other(_))));
+    }
 }

@@ -628,3 +628,71 @@ fn sigterm_during_a_long_create_ends_within_the_grace_period() {
         .to_owned();
     assert!(error.contains("interrupted"), "{error}");
 }
+
+#[test]
+fn a_stale_lock_is_its_own_failure_and_broken_only_when_allowed() {
+    let scratch = Scratch::new();
+    scratch.init_repo();
+    // A borg killed mid-create leaves its lock behind, held by a dead pid.
+    let archive = format!("{}::killed", scratch.repo());
+    let mut killed = Command::new("borg")
+        .args(["create", &archive, "-"])
+        .env("BORG_PASSPHRASE", PASSPHRASE)
+        .env("BORG_BASE_DIR", scratch.path("borg-base"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let lock = scratch.path("repo/lock.exclusive");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !lock.exists() {
+        assert!(Instant::now() < deadline, "borg never took its lock");
+        thread::sleep(Duration::from_millis(50));
+    }
+    killed.kill().unwrap();
+    killed.wait().unwrap();
+    assert!(lock.exists());
+
+    let backups = one_paths_backup(&scratch);
+    let (_, error) = failing_once(&scratch, &scratch.file_encryption(), &backups);
+    assert!(
+        error.contains("repository locked") && error.contains("break_stale_lock"),
+        "{error}"
+    );
+    assert!(lock.exists(), "the lock was broken without permission");
+
+    let config = scratch.config(&scratch.file_encryption(), &backups);
+    let allowed = fs::read_to_string(&config)
+        .unwrap()
+        .replace("[repository]\n", "[repository]\nbreak_stale_lock = true\n");
+    fs::write(&config, allowed).unwrap();
+    let output = scratch.borgd(&[config.to_str().unwrap(), "--once"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(scratch.state()["backups"]["files"]["outcome"], "success");
+}
+
+#[test]
+fn a_failed_run_does_not_stop_the_schedule() {
+    let scratch = Scratch::new();
+    let missing = format!(
+        "[encryption]\npassphrase_file = \"{}\"",
+        scratch.path("absent").display()
+    );
+    let backups = "[[backup]]\nname = \"often\"\nschedule = \"* * * * * *\"\n\
+                   command = [\"sh\", \"-c\", \"echo data\"]\n";
+    let config = scratch.config(&missing, backups);
+    let (mut child, log) = spawn_borgd(&scratch, &[config.to_str().unwrap()]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while log.lock().unwrap().matches("backup failed").count() < 2 {
+        assert!(Instant::now() < deadline, "{}", log.lock().unwrap());
+        thread::sleep(Duration::from_millis(50));
+    }
+    terminate(&child);
+    assert!(child.wait().unwrap().success());
+    let error = scratch.state()["backups"]["often"]["error"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(error.contains("cannot read the passphrase file"), "{error}");
+}

@@ -338,12 +338,7 @@ fn special_files_are_refused_without_blocking() {
     let items = dir.path().join(ITEMS_DIR);
 
     fs::remove_file(items.join(record_file(fifo))).unwrap();
-    rustix::fs::mkfifoat(
-        rustix::fs::CWD,
-        items.join(record_file(fifo)),
-        0o600.into(),
-    )
-    .unwrap();
+    rustix::fs::mkfifoat(rustix::fs::CWD, items.join(record_file(fifo)), 0o600.into()).unwrap();
     assert!(matches!(
         vault.read_item(fifo),
         Err(VaultError::Integrity { .. })
