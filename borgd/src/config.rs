@@ -367,7 +367,8 @@ mod tests {
 
     #[test]
     fn backups_need_exactly_one_source_and_a_unique_name() {
-        let both = "[[backup]]\nname = \"a\"\nschedule = \"* * * * *\"\npaths = [\"/\"]\ncommand = [\"x\"]\n";
+        let both = "[[backup]]\nname = \"a\"\nschedule = \"* * * * *\"\n\
+                    paths = [\"/\"]\ncommand = [\"x\"]\n";
         assert!(with(both).is_err());
         let twice = "[[backup]]\nname = \"a\"\nschedule = \"* * * * *\"\npaths = [\"/\"]\n";
         assert!(with(&format!("{twice}{twice}")).is_err());

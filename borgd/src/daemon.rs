@@ -133,7 +133,8 @@ async fn wind_down(
         info!("stopped");
         return;
     }
-    info!(running = handles.len(), grace = ?config.grace_period, "stopping; letting running backups finish");
+    let (running, grace) = (handles.len(), config.grace_period);
+    info!(running, ?grace, "stopping; letting running backups finish");
     if tokio::time::timeout(config.grace_period, join_all(&mut handles))
         .await
         .is_ok()

@@ -45,7 +45,8 @@ impl Scratch {
     /// Writes a config: `encryption` and `backups` are TOML fragments.
     fn config(&self, encryption: &str, backups: &str) -> PathBuf {
         let text = format!(
-            "state_file = \"{}\"\nlock_wait = 2\ngrace_period = 2\n\n[repository]\nlocation = \"{}\"\n\n\
+            "state_file = \"{}\"\nlock_wait = 2\ngrace_period = 2\n\n\
+             [repository]\nlocation = \"{}\"\n\n\
              {encryption}\n\n{backups}",
             self.path("state.json").display(),
             self.repo(),
@@ -695,4 +696,23 @@ fn a_failed_run_does_not_stop_the_schedule() {
         .unwrap()
         .to_owned();
     assert!(error.contains("cannot read the passphrase file"), "{error}");
+}
+
+#[test]
+fn once_compacts_when_compaction_is_scheduled() {
+    let scratch = Scratch::new();
+    let config = scratch.config(&scratch.file_encryption(), &one_paths_backup(&scratch));
+    let scheduled = fs::read_to_string(&config).unwrap().replace(
+        "[repository]\n",
+        "[repository]\ncompaction_schedule = \"0 4 * * 0\"\n",
+    );
+    fs::write(&config, scheduled).unwrap();
+    let output = scratch.borgd(&[config.to_str().unwrap(), "--once"]);
+    assert!(output.status.success(), "{}", text(&output));
+    assert_eq!(scratch.state()["compaction"]["outcome"], "success");
+    assert!(
+        text(&output).contains("compaction finished"),
+        "{}",
+        text(&output)
+    );
 }

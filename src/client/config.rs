@@ -152,7 +152,8 @@ impl ClientConfig {
 
     pub fn server(&self) -> Result<&ServerEntry> {
         self.server.as_ref().context(
-            "no store is configured; run cred configure --host HOST --port PORT --fingerprint SHA256",
+            "no store is configured; run cred configure --host HOST --port PORT \
+             --fingerprint SHA256",
         )
     }
 }

@@ -76,7 +76,8 @@ impl Server {
                  use this only for local development"
             );
         }
-        info!(%address, tls = self.acceptor.is_some(), production = self.state.production, "listening");
+        let (tls, production) = (self.acceptor.is_some(), self.state.production);
+        info!(%address, tls, production, "listening");
 
         let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         tokio::pin!(shutdown);

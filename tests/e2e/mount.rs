@@ -194,7 +194,8 @@ fn files_read_back_byte_for_byte_and_listing_never_fetches() {
 
     // Open, fstat, read exactly st_size: the size is right once known.
     let script = format!(
-        "import os\nfor name in ['top', 'borg/blob']:\n    fd = os.open({:?} + '/' + name, os.O_RDONLY)\n    \
+        "import os\nfor name in ['top', 'borg/blob']:\n    \
+         fd = os.open({:?} + '/' + name, os.O_RDONLY)\n    \
          size = os.fstat(fd).st_size\n    data = os.read(fd, size)\n    print(size, len(data), \
          data.hex()[:16])\n    os.close(fd)\n",
         point.to_str().unwrap()

@@ -12,7 +12,7 @@ Exit status:
   0  success
   1  any other failure (a damaged record, a local file that cannot be read)
   2  usage error, or a prompt needed without a terminal
-  3  cannot connect to the store, TLS failed (including a fingerprint mismatch), or no answer in time
+  3  cannot connect to the store, TLS failed (a fingerprint mismatch too), or no answer in time
   4  unauthorized: wrong passphrase or client credentials
   5  the store is locked
   6  not found
