@@ -52,6 +52,8 @@ async fn run(cli: Cli) -> Result<ExitCode> {
         (Some(Command::Status { config }), _) => status(&config),
         (None, Some(config)) => {
             init_logging(cli.verbose);
+            let hardening = protect::harden_process();
+            info!(%hardening, "process hardening");
             let config = Arc::new(Config::load(&config)?);
             if cli.dry_run {
                 print_plan(&config);

@@ -147,3 +147,95 @@ fn restart_keeps_items_and_needs_a_new_unlock() {
         b"across restarts"
     );
 }
+
+#[test]
+fn the_daemon_is_not_dumpable_and_reports_its_memory_locking() {
+    use std::os::unix::fs::MetadataExt;
+
+    let store = Store::start();
+    assert!(store.log().contains("process hardening"), "{}", store.log());
+    assert!(store.log().contains("RLIMIT_MEMLOCK"), "{}", store.log());
+
+    // Run a second daemon as nobody: a non-dumpable process's /proc files
+    // belong to root, and another process of the same user cannot read
+    // its memory or attach to it.
+    let dir = tempfile::TempDir::new().unwrap();
+    let storage = dir.path().join("storage");
+    fs::create_dir(&storage).unwrap();
+    let config = dir.path().join("credstore.toml");
+    fs::write(
+        &config,
+        format!(
+            "storage_path = \"{}\"\nlisten_address = \"127.0.0.1:0\"\n",
+            storage.display()
+        ),
+    )
+    .unwrap();
+    for path in [dir.path(), &storage, &config] {
+        rustix::fs::chown(path, Some(nobody_uid()), Some(nobody_gid())).unwrap();
+    }
+    fs::set_permissions(
+        &storage,
+        std::os::unix::fs::PermissionsExt::from_mode(0o700),
+    )
+    .unwrap();
+    fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
+
+    let mut command = Command::new("setpriv");
+    command.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+    command.arg(crate::support::CREDSTORE).arg(&config);
+    let (mut child, log, _) = crate::support::spawn_logged(command);
+    let pid = child.id();
+
+    let status = fs::metadata(format!("/proc/{pid}/status")).unwrap();
+    assert_eq!(
+        status.uid(),
+        0,
+        "/proc of a dumpable process belongs to its user:\n{}",
+        log.lock().unwrap()
+    );
+    let as_nobody = |args: &[&str]| {
+        let mut command = Command::new("setpriv");
+        command
+            .args(["--reuid", "65534", "--regid", "65534", "--clear-groups"])
+            .args(args);
+        run(&mut command, b"")
+    };
+    let mem = as_nobody(&[
+        "dd",
+        &format!("if=/proc/{pid}/mem"),
+        "bs=1",
+        "count=1",
+        "status=none",
+    ]);
+    assert_ne!(
+        mem.code, 0,
+        "another process of the same user read the daemon's memory"
+    );
+    let environ = as_nobody(&["cat", &format!("/proc/{pid}/environ")]);
+    assert_ne!(
+        environ.code, 0,
+        "another process of the same user read the daemon's environment"
+    );
+    let limits = fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let core = limits
+        .lines()
+        .find(|line| line.starts_with("Max core file size"))
+        .unwrap();
+    assert!(core.split_whitespace().nth(4) == Some("0"), "{core}");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+fn nobody_uid() -> rustix::fs::Uid {
+    rustix::fs::Uid::from_raw(65534)
+}
+
+fn nobody_gid() -> rustix::fs::Gid {
+    rustix::fs::Gid::from_raw(65534)
+}

@@ -248,9 +248,15 @@ pub fn gen_cert(dir: &Path) -> String {
 /// Starts `credstore CONFIG`, collects its log, and waits for the port it
 /// listens on.
 pub fn spawn_daemon(config: &Path, extra_args: &[&str]) -> (Child, Arc<Mutex<String>>, u16) {
-    let mut child = Command::new(CREDSTORE)
-        .arg(config)
-        .args(extra_args)
+    let mut command = Command::new(CREDSTORE);
+    command.arg(config).args(extra_args);
+    spawn_logged(command)
+}
+
+/// Starts `command` (a credstore, perhaps behind setpriv), collects its
+/// log, and waits for the port it listens on.
+pub fn spawn_logged(mut command: Command) -> (Child, Arc<Mutex<String>>, u16) {
+    let mut child = command
         .env("RUST_LOG", "debug")
         .env("NO_COLOR", "1")
         .stdin(Stdio::null())

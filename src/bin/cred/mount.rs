@@ -41,6 +41,8 @@ pub(crate) fn run(config: &ClientConfig, args: &MountArgs) -> Result<()> {
     // between mount and wait and leave the mount behind.
     let mut signals = Signals::new([SIGINT, SIGTERM]).context("cannot watch SIGINT and SIGTERM")?;
     init_logging();
+    let hardening = protect::harden_process();
+    info!(%hardening, "process hardening");
     let count = files.len();
     let source = Arc::new(StoreSource {
         server,

@@ -16,6 +16,11 @@ pub(crate) struct Cli {
     #[arg(long)]
     pub(crate) production: bool,
 
+    /// In production mode, run even when secret memory cannot be locked
+    /// (raise RLIMIT_MEMLOCK or LimitMEMLOCK= instead where you can)
+    #[arg(long)]
+    pub(crate) allow_unlocked_memory: bool,
+
     #[command(subcommand)]
     pub(crate) command: Option<Command>,
 }

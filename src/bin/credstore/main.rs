@@ -18,7 +18,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match (cli.command, cli.config) {
         (Some(Command::GenCert(args)), _) => gen_cert(&args),
-        (None, Some(config)) => serve(&config, cli.production),
+        (None, Some(config)) => serve(&config, cli.production, cli.allow_unlocked_memory),
         (None, None) => {
             eprintln!(
                 "credstore: give a CONFIG file to serve, or a subcommand; see credstore --help"
@@ -47,8 +47,16 @@ fn gen_cert(args: &GenCertArgs) -> Result<()> {
     Ok(())
 }
 
-fn serve(config_path: &std::path::Path, production: bool) -> Result<()> {
+fn serve(config_path: &std::path::Path, production: bool, allow_unlocked: bool) -> Result<()> {
     init_logging();
+    let hardening = protect::harden_process();
+    info!(%hardening, "process hardening");
+    if production && !hardening.memory_lockable && !allow_unlocked {
+        anyhow::bail!(
+            "production mode needs lockable memory and none can be locked ({hardening}); raise \
+             RLIMIT_MEMLOCK or pass --allow-unlocked-memory"
+        );
+    }
     let config = ServerConfig::load(config_path)?;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
