@@ -28,9 +28,11 @@ impl Vault {
             id,
             description: description.to_owned(),
             created: unix_now(),
-            secret_mac: records::client_secret_mac(&keys.records.client, id, secret.expose()),
+            secret_mac: keys
+                .records
+                .client(|key| records::client_secret_mac(key, id, secret.expose()))?,
         };
-        let bytes = records::seal(&record, &keys.records.metadata);
+        let bytes = keys.records.metadata(|key| records::seal(&record, key))?;
         storage::write_atomic(&self.clients_dir(), &record_file(id), &bytes)?;
         self.manifest_mut()?.clients.insert(id);
         self.save_manifest()?;
@@ -85,7 +87,8 @@ impl Vault {
             Err(VaultError::NotFound { .. }) => return Err(VaultError::BadClientCredentials),
             Err(err) => return Err(err),
         };
-        let actual = records::client_secret_mac(&keys.records.client, id, secret.expose());
+        let actual =
+            keys.records.client(|key| records::client_secret_mac(key, id, secret.expose()))?;
         if bool::from(actual.as_bytes().ct_eq(expected.as_bytes())) {
             Ok(())
         } else {
@@ -102,7 +105,7 @@ impl Vault {
         }
         let bytes = storage::read_optional(&self.clients_dir(), &record_file(id))?
             .ok_or_else(|| VaultError::integrity(format!("client record {id}"), "it is missing"))?;
-        records::open(&bytes, &keys.records.metadata, id)
+        keys.records.metadata(|key| records::open(&bytes, key, id))?
     }
 }
 

@@ -82,7 +82,7 @@ impl Vault {
         }
         let bytes = storage::read_optional(&self.items_dir(), &record_file(id))?
             .ok_or_else(|| VaultError::integrity(format!("item record {id}"), "it is missing"))?;
-        let record: ItemRecord = records::open(&bytes, &keys.records.metadata, id)?;
+        let record: ItemRecord = keys.records.metadata(|key| records::open(&bytes, key, id))??;
         keys.manifest.check_item(id, record.generation)?;
         Ok(record)
     }
@@ -170,17 +170,12 @@ impl Vault {
         value: &SecretBytes,
     ) -> Result<String, VaultError> {
         let keys = self.keys()?;
-        Ok(records::value_mac(
-            &keys.records.value,
-            id,
-            generation,
-            value.expose(),
-        ))
+        keys.records.value(|key| records::value_mac(key, id, generation, value.expose()))
     }
 
     fn write_item(&self, record: &ItemRecord) -> Result<(), VaultError> {
         let keys = self.keys()?;
-        let bytes = records::seal(record, &keys.records.metadata);
+        let bytes = keys.records.metadata(|key| records::seal(record, key))?;
         storage::write_atomic(&self.items_dir(), &record_file(record.id), &bytes)
     }
 
@@ -207,12 +202,13 @@ impl Vault {
         let encrypted = storage::read_optional(&self.items_dir(), &name)?
             .ok_or_else(|| VaultError::integrity(what(), "the file is missing"))?;
 
-        let identity = keys.sealed.open(&keys.master)?;
+        let identity = keys.master.with(|master| keys.sealed.open(master))??;
         let value =
             decrypt(&identity, &encrypted).map_err(|why| VaultError::integrity(what(), why))?;
         drop(identity);
 
-        let actual = records::value_mac(&keys.records.value, record.id, generation, value.expose());
+        let actual =
+            keys.records.value(|key| records::value_mac(key, record.id, generation, value.expose()))?;
         if !bool::from(actual.as_bytes().ct_eq(expected_mac.as_bytes())) {
             return Err(VaultError::integrity(
                 what(),

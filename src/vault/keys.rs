@@ -18,6 +18,7 @@ use rand::RngCore;
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use protect::{AllocError, Boojum, Sealed, SealingKey};
 use zeroize::Zeroizing;
 
 use super::VaultError;
@@ -125,7 +126,7 @@ impl SealedIdentity {
         let mut nonce = [0u8; 24];
         OsRng.fill_bytes(&mut nonce);
         let aad = serde_json::to_vec(&kdf).expect("kdf parameters serialise");
-        let ciphertext = XChaCha20Poly1305::new(master.as_ref().into())
+        let ciphertext = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(master.as_ref()))
             .encrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
@@ -144,7 +145,7 @@ impl SealedIdentity {
     }
 
     /// Decrypts the identity with the master key, for one operation.
-    pub fn open(&self, master: &Key) -> Result<age::x25519::Identity, VaultError> {
+    pub fn open(&self, master: &[u8; 32]) -> Result<age::x25519::Identity, VaultError> {
         let damaged = |why: &str| VaultError::integrity("the identity file", why);
         let nonce = BASE64
             .decode(&self.nonce)
@@ -157,7 +158,7 @@ impl SealedIdentity {
             .map_err(|_| damaged("its ciphertext is not base64"))?;
         let aad = serde_json::to_vec(&self.kdf).expect("kdf parameters serialise");
 
-        let plain = XChaCha20Poly1305::new(master.as_ref().into())
+        let plain = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(master.as_ref()))
             .decrypt(
                 XNonce::from_slice(&nonce),
                 Payload {
@@ -201,45 +202,84 @@ fn checksum(sealed: &SealedIdentity) -> String {
 
 /// The keys that authenticate records, all derived from the identity so
 /// that whoever can decrypt the values can also check their metadata.
+/// Each is kept sealed and opened into guarded memory for one use.
 pub struct RecordKeys {
-    /// Tags item and client metadata records.
-    pub metadata: Key,
+    /// Tags item and client metadata records and the manifest.
+    metadata: Sealed,
     /// Keys the checksum of each value.
-    pub value: Key,
+    value: Sealed,
     /// Keys the stored hash of each client secret.
-    pub client: Key,
+    client: Sealed,
 }
 
 impl RecordKeys {
-    pub fn derive(identity: &age::x25519::Identity) -> Self {
+    pub fn derive(
+        identity: &age::x25519::Identity,
+        sealing: &SealingKey,
+    ) -> Result<Self, VaultError> {
         let text = identity.to_string();
         let ikm = age::secrecy::ExposeSecret::expose_secret(&text).as_bytes();
         let hkdf = Hkdf::<Sha256>::new(Some(b"borg-collective record keys v1"), ikm);
         let expand = |info: &[u8]| {
             let mut key = Zeroizing::new([0u8; 32]);
-            hkdf.expand(info, key.as_mut())
-                .expect("32 bytes is a valid HKDF length");
-            key
+            hkdf.expand(info, key.as_mut()).expect("32 bytes is a valid HKDF length");
+            Sealed::new(sealing, key.as_ref()).map_err(out_of_memory)
         };
-        Self {
-            metadata: expand(b"metadata"),
-            value: expand(b"value"),
-            client: expand(b"client"),
-        }
+        Ok(Self { metadata: expand(b"metadata")?, value: expand(b"value")?, client: expand(b"client")? })
+    }
+
+    pub fn metadata<R>(&self, use_key: impl FnOnce(&[u8; 32]) -> R) -> Result<R, VaultError> {
+        with_sealed_key(&self.metadata, use_key)
+    }
+
+    pub fn value<R>(&self, use_key: impl FnOnce(&[u8; 32]) -> R) -> Result<R, VaultError> {
+        with_sealed_key(&self.value, use_key)
+    }
+
+    pub fn client<R>(&self, use_key: impl FnOnce(&[u8; 32]) -> R) -> Result<R, VaultError> {
+        with_sealed_key(&self.client, use_key)
     }
 }
 
+/// Opens a sealed 32-byte key for the duration of `use_key`.
+pub fn with_sealed_key<R>(
+    sealed: &Sealed,
+    use_key: impl FnOnce(&[u8; 32]) -> R,
+) -> Result<R, VaultError> {
+    sealed
+        .with(|bytes| bytes.try_into().map(use_key))
+        .map_err(out_of_memory)?
+        .map_err(|_| VaultError::Internal("a sealed key has the wrong length".into()))
+}
+
+/// The master key, split in a Boojum while the vault is unlocked.
+pub struct MasterKey(Boojum);
+
+impl MasterKey {
+    pub fn new(key: &Key) -> Result<Self, VaultError> {
+        Boojum::new(key).map(Self).map_err(out_of_memory)
+    }
+
+    pub fn with<R>(&self, use_key: impl FnOnce(&[u8; 32]) -> R) -> Result<R, VaultError> {
+        self.0.with_key(use_key).map_err(out_of_memory)
+    }
+}
+
+pub fn out_of_memory(err: AllocError) -> VaultError {
+    VaultError::Internal(err.to_string())
+}
+
 /// HMAC-SHA256 of the concatenated `parts` under `key`.
-pub fn mac(key: &Key, parts: &[&[u8]]) -> [u8; 32] {
+pub fn mac(key: &[u8; 32], parts: &[&[u8]]) -> [u8; 32] {
     hmac_of(key, parts).finalize().into_bytes().into()
 }
 
 /// Checks a hex-encoded tag against the HMAC of `parts` in constant time.
-pub fn verify_mac(key: &Key, parts: &[&[u8]], tag_hex: &str) -> bool {
+pub fn verify_mac(key: &[u8; 32], parts: &[&[u8]], tag_hex: &str) -> bool {
     hex::decode(tag_hex).is_ok_and(|tag| hmac_of(key, parts).verify_slice(&tag).is_ok())
 }
 
-fn hmac_of(key: &Key, parts: &[&[u8]]) -> HmacSha256 {
+fn hmac_of(key: &[u8; 32], parts: &[&[u8]]) -> HmacSha256 {
     let mut mac = <HmacSha256 as Mac>::new_from_slice(key.as_ref()).expect("any key length");
     for part in parts {
         mac.update(part);

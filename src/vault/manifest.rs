@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::records::{self, Record};
-use super::{VaultError, keys::Key};
+use super::VaultError;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -35,11 +35,11 @@ impl Record for Manifest {
 }
 
 impl Manifest {
-    pub fn seal(&self, key: &Key) -> Vec<u8> {
+    pub fn seal(&self, key: &[u8; 32]) -> Vec<u8> {
         records::seal(self, key)
     }
 
-    pub fn open(bytes: &[u8], key: &Key) -> Result<Self, VaultError> {
+    pub fn open(bytes: &[u8], key: &[u8; 32]) -> Result<Self, VaultError> {
         records::open(bytes, key, Uuid::nil())
     }
 

@@ -152,14 +152,16 @@ pub struct Vault {
 
 /// Everything an unlocked vault keeps in memory.
 pub struct UnlockedKeys {
-    master: Key,
+    master: keys::MasterKey,
     sealed: SealedIdentity,
     recipient: age::x25519::Recipient,
     records: RecordKeys,
-    /// A per-unlock key and the passphrase's HMAC under it, so that admin
-    /// requests are checked without rerunning the KDF.
-    admin_key: Key,
+    /// A per-unlock key (sealed) and the passphrase's HMAC under it, so
+    /// that admin requests are checked without rerunning the KDF.
+    admin_key: protect::Sealed,
     admin_tag: [u8; 32],
+    /// Seals the record keys and the admin key; held in a Boojum.
+    _sealing: protect::SealingKey,
     manifest: Manifest,
 }
 
@@ -225,7 +227,7 @@ impl Vault {
         let sealed = SealedIdentity::from_file_bytes(&bytes)?;
         let master = sealed.kdf.derive(passphrase)?;
         let mut keys = unlocked_keys(sealed, master, passphrase)?;
-        keys.manifest = self.read_manifest(&keys.records.metadata)?;
+        keys.manifest = self.read_manifest(&keys.records)?;
         Ok(keys)
     }
 
@@ -249,7 +251,7 @@ impl Vault {
         let (sealed, master) = SealedIdentity::create(passphrase)?;
         storage::write_atomic(self.path(), IDENTITY_FILE, &sealed.to_file_bytes())?;
         let keys = unlocked_keys(sealed, master, passphrase)?;
-        let manifest = keys.manifest.seal(&keys.records.metadata);
+        let manifest = keys.records.metadata(|key| keys.manifest.seal(key))?;
         storage::write_atomic(self.path(), MANIFEST_FILE, &manifest)?;
         let version = format!("{FORMAT_VERSION}\n");
         storage::write_atomic(self.path(), VERSION_FILE, version.as_bytes())?;
@@ -257,17 +259,17 @@ impl Vault {
         Ok(keys)
     }
 
-    fn read_manifest(&self, key: &Key) -> Result<Manifest, VaultError> {
+    fn read_manifest(&self, keys: &RecordKeys) -> Result<Manifest, VaultError> {
         let bytes = storage::read_optional(self.path(), MANIFEST_FILE)?.ok_or_else(|| {
             VaultError::integrity("the manifest", "it is missing; restore it from a backup")
         })?;
-        Manifest::open(&bytes, key)
+        keys.metadata(|key| Manifest::open(&bytes, key))?
     }
 
     /// Writes the in-memory manifest; the commit point of every change.
     fn save_manifest(&self) -> Result<(), VaultError> {
         let keys = self.keys()?;
-        let bytes = keys.manifest.seal(&keys.records.metadata);
+        let bytes = keys.records.metadata(|key| keys.manifest.seal(key))?;
         storage::write_atomic(self.path(), MANIFEST_FILE, &bytes)
     }
 
@@ -283,7 +285,9 @@ impl Vault {
     /// Checks an admin passphrase against the one the vault was unlocked with.
     pub fn verify_admin(&self, passphrase: &SecretBytes) -> Result<(), VaultError> {
         let keys = self.keys()?;
-        let tag = keys::mac(&keys.admin_key, &[passphrase.expose()]);
+        let tag = keys::with_sealed_key(&keys.admin_key, |key| {
+            keys::mac(key, &[passphrase.expose()])
+        })?;
         if bool::from(tag.ct_eq(&keys.admin_tag)) {
             Ok(())
         } else {
@@ -335,16 +339,18 @@ fn unlocked_keys(
     passphrase: &SecretBytes,
 ) -> Result<UnlockedKeys, VaultError> {
     let identity = sealed.open(&master)?;
-    let admin_key = keys::random_key();
-    let admin_tag = keys::mac(&admin_key, &[passphrase.expose()]);
+    let sealing = protect::SealingKey::generate().map_err(keys::out_of_memory)?;
+    let admin = keys::random_key();
+    let admin_tag = keys::mac(&admin, &[passphrase.expose()]);
     Ok(UnlockedKeys {
         recipient: identity.to_public(),
-        records: RecordKeys::derive(&identity),
-        master,
+        records: RecordKeys::derive(&identity, &sealing)?,
+        master: keys::MasterKey::new(&master)?,
         sealed,
-        admin_key,
+        admin_key: protect::Sealed::new(&sealing, admin.as_ref()).map_err(keys::out_of_memory)?,
         admin_tag,
         manifest: Manifest::default(),
+        _sealing: sealing,
     })
 }
 

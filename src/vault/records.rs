@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::VaultError;
-use super::keys::{Key, mac, verify_mac};
+use super::keys::{mac, verify_mac};
 
 /// The metadata of one item; its value lives in a separate age file.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,7 +85,7 @@ impl Record for ClientRecord {
 }
 
 /// Serialises `record` with its tag under `key`.
-pub fn seal<T: Record>(record: &T, key: &Key) -> Vec<u8> {
+pub fn seal<T: Record>(record: &T, key: &[u8; 32]) -> Vec<u8> {
     let body = serde_json::to_vec(record).expect("records serialise");
     let tag = hex::encode(mac(key, &[T::DOMAIN, &body]));
     let signed = Signed { record, tag };
@@ -94,7 +94,7 @@ pub fn seal<T: Record>(record: &T, key: &Key) -> Vec<u8> {
 
 /// Parses a stored record, checking its tag and that it belongs to the
 /// file it was read from (`expected`).
-pub fn open<T: Record>(bytes: &[u8], key: &Key, expected: Uuid) -> Result<T, VaultError> {
+pub fn open<T: Record>(bytes: &[u8], key: &[u8; 32], expected: Uuid) -> Result<T, VaultError> {
     let what = || format!("{} record {expected}", T::KIND);
     let signed: Signed<T> = serde_json::from_slice(bytes)
         .map_err(|_| VaultError::integrity(what(), "it does not parse"))?;
@@ -113,7 +113,7 @@ pub fn open<T: Record>(bytes: &[u8], key: &Key, expected: Uuid) -> Result<T, Vau
 }
 
 /// The keyed checksum of one generation of an item's value.
-pub fn value_mac(key: &Key, id: Uuid, generation: u64, value: &[u8]) -> String {
+pub fn value_mac(key: &[u8; 32], id: Uuid, generation: u64, value: &[u8]) -> String {
     let parts: [&[u8]; 4] = [
         b"borg-collective value v1\0",
         id.as_bytes(),
@@ -124,7 +124,7 @@ pub fn value_mac(key: &Key, id: Uuid, generation: u64, value: &[u8]) -> String {
 }
 
 /// The keyed hash under which a client secret is stored.
-pub fn client_secret_mac(key: &Key, id: Uuid, secret: &[u8]) -> String {
+pub fn client_secret_mac(key: &[u8; 32], id: Uuid, secret: &[u8]) -> String {
     hex::encode(mac(
         key,
         &[b"borg-collective client secret v1\0", id.as_bytes(), secret],
