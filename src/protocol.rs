@@ -9,6 +9,10 @@
 use std::io::{self, Read, Write};
 use std::net::IpAddr;
 
+use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+use chacha20poly1305::{XChaCha20Poly1305, XNonce};
+use rand::RngCore;
+use rand::rngs::OsRng;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
@@ -204,18 +208,81 @@ pub enum FrameError {
     Io(#[from] io::Error),
 }
 
-/// Encodes `message` as one complete frame, header included.
-pub fn encode_frame<T: Serialize>(message: &T) -> Result<Zeroizing<Vec<u8>>, FrameError> {
+/// A key both ends take from the TLS session (the RFC 5705 exporter),
+/// under which every payload body is sealed a second time.
+///
+/// The TLS library decrypts records in buffers it never zeroes, so a
+/// passphrase or value would linger there after use. Sealed bodies mean
+/// those buffers only ever hold ciphertext; the plaintext exists only in
+/// this module's zeroed buffers. Plain TCP (development mode) has no
+/// session to take a key from and sends bodies unsealed.
+pub struct FrameSeal(Zeroizing<[u8; 32]>);
+
+/// The exporter label both ends use.
+pub const EXPORTER_LABEL: &[u8] = b"EXPORTER-borg-collective-frame-seal";
+
+const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+
+impl FrameSeal {
+    /// Takes the key from a TLS connection's keying-material exporter.
+    pub fn from_tls<Data>(connection: &rustls::ConnectionCommon<Data>) -> Result<Self, FrameError> {
+        let mut key = Zeroizing::new([0u8; 32]);
+        connection
+            .export_keying_material(&mut key[..], EXPORTER_LABEL, None)
+            .map_err(|_| FrameError::Unencodable)?;
+        Ok(Self(key))
+    }
+
+    fn cipher(&self) -> XChaCha20Poly1305 {
+        XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(self.0.as_ref()))
+    }
+}
+
+impl std::fmt::Debug for FrameSeal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FrameSeal")
+    }
+}
+
+/// Encodes `message` as one complete frame, header included, sealing the
+/// body when a `seal` is given.
+pub fn encode_frame<T: Serialize>(
+    message: &T,
+    seal: Option<&FrameSeal>,
+) -> Result<Zeroizing<Vec<u8>>, FrameError> {
     // Sizing the buffer first means it never reallocates, which would
     // leave an unzeroed copy of the secrets in freed memory.
     let body_len = postcard::to_extend(message, ByteCounter(0))
         .map_err(|_| FrameError::Unencodable)?
         .0;
-    let mut frame = Zeroizing::new(Vec::with_capacity(HEADER_LEN + VERSION_LEN + body_len));
+    let overhead = if seal.is_some() {
+        NONCE_LEN + TAG_LEN
+    } else {
+        0
+    };
+    let mut frame = Zeroizing::new(Vec::with_capacity(
+        HEADER_LEN + VERSION_LEN + overhead + body_len,
+    ));
     frame.extend_from_slice(&[0; HEADER_LEN]);
     frame.extend_from_slice(&PROTOCOL_VERSION.to_be_bytes());
+    let mut nonce = [0u8; NONCE_LEN];
+    if seal.is_some() {
+        OsRng.fill_bytes(&mut nonce);
+        frame.extend_from_slice(&nonce);
+    }
+    let body_start = frame.len();
     *frame = postcard::to_extend(message, std::mem::take(&mut *frame))
         .map_err(|_| FrameError::Unencodable)?;
+
+    if let Some(seal) = seal {
+        let aad = PROTOCOL_VERSION.to_be_bytes();
+        let tag = seal
+            .cipher()
+            .encrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, &mut frame[body_start..])
+            .map_err(|_| FrameError::Unencodable)?;
+        frame.extend_from_slice(&tag);
+    }
 
     let len = frame.len() - HEADER_LEN;
     if len > MAX_FRAME_LEN {
@@ -243,16 +310,37 @@ pub fn payload_len(header: [u8; HEADER_LEN]) -> Result<usize, FrameError> {
     Ok(len)
 }
 
-/// Decodes a payload after checking its protocol version.
-pub fn decode_payload<T: DeserializeOwned>(payload: &[u8]) -> Result<T, FrameError> {
+/// Decodes a payload after checking its protocol version, opening a
+/// sealed body in place when a `seal` is given.
+pub fn decode_payload<T: DeserializeOwned>(
+    payload: &mut [u8],
+    seal: Option<&FrameSeal>,
+) -> Result<T, FrameError> {
     let (version, body) = payload
-        .split_at_checked(VERSION_LEN)
+        .split_at_mut_checked(VERSION_LEN)
         .ok_or(FrameError::Malformed)?;
     let version = u16::from_be_bytes([version[0], version[1]]);
     if version != PROTOCOL_VERSION {
         return Err(FrameError::Version(version));
     }
-    postcard::from_bytes(body).map_err(|_| FrameError::Malformed)
+    let Some(seal) = seal else {
+        return postcard::from_bytes(body).map_err(|_| FrameError::Malformed);
+    };
+
+    if body.len() < NONCE_LEN + TAG_LEN {
+        return Err(FrameError::Malformed);
+    }
+    let (nonce, rest) = body.split_at_mut(NONCE_LEN);
+    let (sealed, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    seal.cipher()
+        .decrypt_in_place_detached(
+            XNonce::from_slice(nonce),
+            &version.to_be_bytes(),
+            sealed,
+            chacha20poly1305::Tag::from_slice(tag),
+        )
+        .map_err(|_| FrameError::Malformed)?;
+    postcard::from_bytes(sealed).map_err(|_| FrameError::Malformed)
 }
 
 /// Reads one payload from a blocking stream.
@@ -265,8 +353,12 @@ pub fn read_payload(reader: &mut impl Read) -> Result<Zeroizing<Vec<u8>>, FrameE
 }
 
 /// Writes one message to a blocking stream.
-pub fn write_message<T: Serialize>(writer: &mut impl Write, message: &T) -> Result<(), FrameError> {
-    let frame = encode_frame(message)?;
+pub fn write_message<T: Serialize>(
+    writer: &mut impl Write,
+    message: &T,
+    seal: Option<&FrameSeal>,
+) -> Result<(), FrameError> {
+    let frame = encode_frame(message, seal)?;
     writer.write_all(&frame)?;
     writer.flush()?;
     Ok(())
@@ -284,10 +376,14 @@ pub fn eof_is_truncation(err: io::Error) -> FrameError {
 mod tests {
     use super::*;
 
-    fn round_trip(request: &Request) -> Request {
-        let frame = encode_frame(request).unwrap();
-        let payload = read_payload(&mut &frame[..]).unwrap();
-        decode_payload(&payload).unwrap()
+    fn seal() -> FrameSeal {
+        FrameSeal(Zeroizing::new([7u8; 32]))
+    }
+
+    fn round_trip(request: &Request, seal: Option<&FrameSeal>) -> Request {
+        let frame = encode_frame(request, seal).unwrap();
+        let mut payload = read_payload(&mut &frame[..]).unwrap();
+        decode_payload(&mut payload, seal).unwrap()
     }
 
     #[test]
@@ -300,9 +396,35 @@ mod tests {
             },
             operation: Operation::ItemRead { id },
         };
-        let back = round_trip(&request);
-        assert!(matches!(back.operation, Operation::ItemRead { id: read } if read == id));
-        assert!(matches!(back.auth, Auth::Client { secret, .. } if secret.expose() == b"s"));
+        for seal in [None, Some(&seal())] {
+            let back = round_trip(&request, seal);
+            assert!(matches!(back.operation, Operation::ItemRead { id: read } if read == id));
+            assert!(matches!(back.auth, Auth::Client { secret, .. } if secret.expose() == b"s"));
+        }
+    }
+
+    #[test]
+    fn sealed_frames_hide_secrets_and_refuse_tampering() {
+        let request = Request {
+            auth: Auth::Admin {
+                passphrase: SecretBytes::copy_from(b"visible-if-unsealed"),
+            },
+            operation: Operation::Lock,
+        };
+        let frame = encode_frame(&request, Some(&seal())).unwrap();
+        let needle = b"visible-if-unsealed";
+        assert!(!frame.windows(needle.len()).any(|window| window == needle));
+        let plain = encode_frame(&request, None).unwrap();
+        assert!(plain.windows(needle.len()).any(|window| window == needle));
+
+        let mut tampered = frame.clone();
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        let mut payload = read_payload(&mut &tampered[..]).unwrap();
+        assert!(decode_payload::<Request>(&mut payload, Some(&seal())).is_err());
+        let other = FrameSeal(Zeroizing::new([8u8; 32]));
+        let mut payload = read_payload(&mut &frame[..]).unwrap();
+        assert!(decode_payload::<Request>(&mut payload, Some(&other)).is_err());
     }
 
     #[test]
@@ -321,7 +443,7 @@ mod tests {
 
     #[test]
     fn truncated_frame_is_reported() {
-        let frame = encode_frame(&Response::Done).unwrap();
+        let frame = encode_frame(&Response::Done, None).unwrap();
         let mut short = &frame[..frame.len() - 1];
         assert!(matches!(
             read_payload(&mut short),
@@ -336,11 +458,11 @@ mod tests {
 
     #[test]
     fn other_version_is_refused() {
-        let mut frame = encode_frame(&Response::Done).unwrap();
+        let mut frame = encode_frame(&Response::Done, None).unwrap();
         frame[HEADER_LEN + 1] = 9;
-        let payload = read_payload(&mut &frame[..]).unwrap();
+        let mut payload = read_payload(&mut &frame[..]).unwrap();
         assert!(matches!(
-            decode_payload::<Response>(&payload),
+            decode_payload::<Response>(&mut payload, None),
             Err(FrameError::Version(9))
         ));
     }
@@ -354,7 +476,9 @@ mod tests {
             &[0, 1, 0xff, 0xff, 0xff],
             &[0, 1, 200, 3, 4],
         ] {
-            assert!(decode_payload::<Request>(garbage).is_err());
+            let mut garbage = garbage.to_vec();
+            assert!(decode_payload::<Request>(&mut garbage, None).is_err());
+            assert!(decode_payload::<Request>(&mut garbage, Some(&seal())).is_err());
         }
     }
 

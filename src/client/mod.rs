@@ -18,8 +18,8 @@ use thiserror::Error;
 pub use config::{ClientConfig, ClientCredentials, ServerEntry, Trust};
 
 use crate::protocol::{
-    ALPN, Auth, ErrorKind, FrameError, Operation, Request, Response, decode_payload, read_payload,
-    write_message,
+    ALPN, Auth, ErrorKind, FrameError, FrameSeal, Operation, Request, Response, decode_payload,
+    read_payload, write_message,
 };
 use crate::tls::{self, Fingerprint, PinnedVerifier};
 
@@ -69,6 +69,8 @@ impl<T: Read + Write + Send> Stream for T {}
 /// An open connection to the store.
 pub struct Connection {
     stream: Box<dyn Stream>,
+    /// Seals frame bodies under a key from the TLS session; none on plain TCP.
+    seal: Option<FrameSeal>,
     address: String,
     /// Set for plain TCP, to explain the garbage a TLS store answers with.
     plain_to: Option<String>,
@@ -96,8 +98,8 @@ impl Connection {
     ) -> Result<Self, ClientError> {
         let address = format!("{}:{}", server.host, server.port);
         let tcp = connect_tcp(&address, &server.host, server.port, timeout)?;
-        let stream: Box<dyn Stream> = match trust {
-            Trust::PlainTcp => Box::new(tcp),
+        let (stream, seal): (Box<dyn Stream>, _) = match trust {
+            Trust::PlainTcp => (Box::new(tcp), None),
             Trust::Fingerprint(pinned) => {
                 let verifier = Arc::new(PinnedVerifier::new(Some(*pinned)));
                 let result = handshake(tcp, &server.host, &address, verifier.clone());
@@ -108,7 +110,10 @@ impl Connection {
                             actual,
                         });
                     }
-                    (result, _) => Box::new(result?),
+                    (result, _) => {
+                        let (stream, seal) = result?;
+                        (Box::new(stream), Some(seal))
+                    }
                 }
             }
             Trust::CaFile(path) => {
@@ -116,12 +121,14 @@ impl Connection {
                     address: address.clone(),
                     why: err.to_string(),
                 })?;
-                Box::new(handshake(tcp, &server.host, &address, verifier)?)
+                let (stream, seal) = handshake(tcp, &server.host, &address, verifier)?;
+                (Box::new(stream), Some(seal))
             }
         };
         let plain_to = matches!(trust, Trust::PlainTcp).then(|| address.clone());
         Ok(Self {
             stream,
+            seal,
             address,
             plain_to,
         })
@@ -133,9 +140,10 @@ impl Connection {
         let address = format!("{}:{}", server.host, server.port);
         let verifier = Arc::new(PinnedVerifier::new(None));
         let tcp = connect_tcp(&address, &server.host, server.port, IO_TIMEOUT)?;
-        let stream = handshake(tcp, &server.host, &address, verifier.clone())?;
+        let (stream, seal) = handshake(tcp, &server.host, &address, verifier.clone())?;
         let mut connection = Self {
             stream: Box::new(stream),
+            seal: Some(seal),
             address,
             plain_to: None,
         };
@@ -149,7 +157,8 @@ impl Connection {
     /// Sends one request and reads its response; an error response becomes
     /// [`ClientError::Server`].
     pub fn call(&mut self, request: &Request) -> Result<Response, ClientError> {
-        write_message(&mut self.stream, request).map_err(|err| self.frame_error(err))?;
+        write_message(&mut self.stream, request, self.seal.as_ref())
+            .map_err(|err| self.frame_error(err))?;
         let payload = match (read_payload(&mut self.stream), &self.plain_to) {
             // A TLS alert or record header read as a length is enormous.
             (Err(FrameError::TooLarge { .. }), Some(address)) => {
@@ -161,7 +170,8 @@ impl Connection {
             }
             (payload, _) => payload.map_err(|err| self.frame_error(err))?,
         };
-        match decode_payload(&payload).map_err(ClientError::Protocol)? {
+        let mut payload = payload;
+        match decode_payload(&mut payload, self.seal.as_ref()).map_err(ClientError::Protocol)? {
             Response::Error { kind, message } => Err(ClientError::Server { kind, message }),
             response => Ok(response),
         }
@@ -225,7 +235,7 @@ fn handshake(
     host: &str,
     address: &str,
     verifier: Arc<dyn rustls::client::danger::ServerCertVerifier>,
-) -> Result<StreamOwned<ClientConnection, TcpStream>, ClientError> {
+) -> Result<(StreamOwned<ClientConnection, TcpStream>, FrameSeal), ClientError> {
     let failed = |why: String| ClientError::Tls {
         address: address.to_owned(),
         why,
@@ -251,5 +261,6 @@ fn handshake(
             "the server does not speak the credstore protocol".into(),
         ));
     }
-    Ok(StreamOwned::new(connection, tcp))
+    let seal = FrameSeal::from_tls(&connection).map_err(|err| failed(err.to_string()))?;
+    Ok((StreamOwned::new(connection, tcp), seal))
 }

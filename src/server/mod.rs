@@ -21,7 +21,7 @@ pub use config::{ServerConfig, TlsFiles};
 pub use handler::State;
 
 use crate::protocol::{
-    self, ALPN, ErrorKind, FrameError, Request, Response, decode_payload, encode_frame,
+    self, ALPN, ErrorKind, FrameError, FrameSeal, Request, Response, decode_payload, encode_frame,
 };
 use crate::tls;
 use crate::vault::Vault;
@@ -130,7 +130,7 @@ async fn serve_connection(
 ) {
     let _ = stream.set_nodelay(true);
     let Some(acceptor) = acceptor else {
-        return serve_requests(stream, peer, state).await;
+        return serve_requests(stream, peer, state, None).await;
     };
 
     let stream = match timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -141,13 +141,21 @@ async fn serve_connection(
     if stream.get_ref().1.alpn_protocol() != Some(ALPN) {
         return warn!(%peer, "refused a TLS client that does not speak the credstore protocol");
     }
-    serve_requests(stream, peer, state).await;
+    let seal = match FrameSeal::from_tls(stream.get_ref().1) {
+        Ok(seal) => seal,
+        Err(err) => return warn!(%peer, error = %err, "cannot take a frame key from TLS"),
+    };
+    serve_requests(stream, peer, state, Some(seal)).await;
 }
 
 /// Answers requests on one connection until the peer closes it, sends a
 /// frame that cannot be read, or stays silent too long.
-async fn serve_requests<S>(mut stream: S, peer: SocketAddr, state: Arc<State>)
-where
+async fn serve_requests<S>(
+    mut stream: S,
+    peer: SocketAddr,
+    state: Arc<State>,
+    seal: Option<FrameSeal>,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
@@ -159,13 +167,14 @@ where
                 // The peer gets the reason when it can still read; the
                 // connection is beyond use either way.
                 debug!(%peer, error = %err, "unreadable frame");
-                let _ = write_response(&mut stream, &frame_error(&err)).await;
+                let _ = write_response(&mut stream, &frame_error(&err), seal.as_ref()).await;
                 let _ = stream.shutdown().await;
                 return;
             }
         };
 
-        let response = match decode_payload::<Request>(&payload) {
+        let mut payload = payload;
+        let response = match decode_payload::<Request>(&mut payload, seal.as_ref()) {
             Ok(request) => answer(&state, peer, request).await,
             Err(err) => {
                 debug!(%peer, error = %err, "undecodable request");
@@ -174,7 +183,7 @@ where
         };
         drop(payload);
 
-        if let Err(err) = write_response(&mut stream, &response).await {
+        if let Err(err) = write_response(&mut stream, &response, seal.as_ref()).await {
             return debug!(%peer, error = %err, "cannot send a response");
         }
     }
@@ -242,8 +251,9 @@ async fn read_growing<S: AsyncRead + Unpin>(
 async fn write_response<S: AsyncWrite + Unpin>(
     stream: &mut S,
     response: &Response,
+    seal: Option<&FrameSeal>,
 ) -> Result<(), FrameError> {
-    let frame = encode_frame(response)?;
+    let frame = encode_frame(response, seal)?;
     stream.write_all(&frame).await?;
     stream.flush().await?;
     Ok(())

@@ -87,8 +87,9 @@ impl Vault {
             Err(VaultError::NotFound { .. }) => return Err(VaultError::BadClientCredentials),
             Err(err) => return Err(err),
         };
-        let actual =
-            keys.records.client(|key| records::client_secret_mac(key, id, secret.expose()))?;
+        let actual = keys
+            .records
+            .client(|key| records::client_secret_mac(key, id, secret.expose()))?;
         if bool::from(actual.as_bytes().ct_eq(expected.as_bytes())) {
             Ok(())
         } else {
@@ -105,7 +106,8 @@ impl Vault {
         }
         let bytes = storage::read_optional(&self.clients_dir(), &record_file(id))?
             .ok_or_else(|| VaultError::integrity(format!("client record {id}"), "it is missing"))?;
-        keys.records.metadata(|key| records::open(&bytes, key, id))?
+        keys.records
+            .metadata(|key| records::open(&bytes, key, id))?
     }
 }
 

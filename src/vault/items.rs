@@ -82,7 +82,9 @@ impl Vault {
         }
         let bytes = storage::read_optional(&self.items_dir(), &record_file(id))?
             .ok_or_else(|| VaultError::integrity(format!("item record {id}"), "it is missing"))?;
-        let record: ItemRecord = keys.records.metadata(|key| records::open(&bytes, key, id))??;
+        let record: ItemRecord = keys
+            .records
+            .metadata(|key| records::open(&bytes, key, id))??;
         keys.manifest.check_item(id, record.generation)?;
         Ok(record)
     }
@@ -170,7 +172,8 @@ impl Vault {
         value: &SecretBytes,
     ) -> Result<String, VaultError> {
         let keys = self.keys()?;
-        keys.records.value(|key| records::value_mac(key, id, generation, value.expose()))
+        keys.records
+            .value(|key| records::value_mac(key, id, generation, value.expose()))
     }
 
     fn write_item(&self, record: &ItemRecord) -> Result<(), VaultError> {
@@ -207,8 +210,9 @@ impl Vault {
             decrypt(&identity, &encrypted).map_err(|why| VaultError::integrity(what(), why))?;
         drop(identity);
 
-        let actual =
-            keys.records.value(|key| records::value_mac(key, record.id, generation, value.expose()))?;
+        let actual = keys
+            .records
+            .value(|key| records::value_mac(key, record.id, generation, value.expose()))?;
         if !bool::from(actual.as_bytes().ct_eq(expected_mac.as_bytes())) {
             return Err(VaultError::integrity(
                 what(),

@@ -14,11 +14,11 @@ use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
+use protect::{AllocError, Boojum, Sealed, SealingKey};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use protect::{AllocError, Boojum, Sealed, SealingKey};
 use zeroize::Zeroizing;
 
 use super::VaultError;
@@ -222,10 +222,15 @@ impl RecordKeys {
         let hkdf = Hkdf::<Sha256>::new(Some(b"borg-collective record keys v1"), ikm);
         let expand = |info: &[u8]| {
             let mut key = Zeroizing::new([0u8; 32]);
-            hkdf.expand(info, key.as_mut()).expect("32 bytes is a valid HKDF length");
+            hkdf.expand(info, key.as_mut())
+                .expect("32 bytes is a valid HKDF length");
             Sealed::new(sealing, key.as_ref()).map_err(out_of_memory)
         };
-        Ok(Self { metadata: expand(b"metadata")?, value: expand(b"value")?, client: expand(b"client")? })
+        Ok(Self {
+            metadata: expand(b"metadata")?,
+            value: expand(b"value")?,
+            client: expand(b"client")?,
+        })
     }
 
     pub fn metadata<R>(&self, use_key: impl FnOnce(&[u8; 32]) -> R) -> Result<R, VaultError> {

@@ -7,8 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use credstore::protocol::{
-    Auth, ErrorKind, MAX_FRAME_LEN, Operation, Request, Response, decode_payload, encode_frame,
-    read_payload,
+    Auth, ErrorKind, FrameSeal, MAX_FRAME_LEN, Operation, Request, Response, decode_payload,
+    encode_frame, read_payload,
 };
 use credstore::tls::{self, PinnedVerifier};
 use rustls::pki_types::ServerName;
@@ -34,18 +34,26 @@ fn connect_ours(store: &Store) -> Tls {
     connect(store, Some(credstore::protocol::ALPN))
 }
 
-fn read_response(stream: &mut Tls) -> Response {
-    let payload = read_payload(stream).expect("the daemon answers");
-    decode_payload(&payload).expect("the answer decodes")
+/// The frame key of a connection to our ALPN, completing its handshake.
+fn seal(stream: &mut Tls) -> FrameSeal {
+    while stream.conn.is_handshaking() {
+        stream.conn.complete_io(&mut stream.sock).unwrap();
+    }
+    FrameSeal::from_tls(&stream.conn).unwrap()
 }
 
-fn info_frame() -> Vec<u8> {
-    encode_frame(&Request {
+fn read_response(stream: &mut Tls) -> Response {
+    let seal = seal(stream);
+    let mut payload = read_payload(stream).expect("the daemon answers");
+    decode_payload(&mut payload, Some(&seal)).expect("the answer decodes")
+}
+
+fn info_frame(seal: Option<&FrameSeal>) -> Vec<u8> {
+    let request = Request {
         auth: Auth::None,
         operation: Operation::Info,
-    })
-    .unwrap()
-    .to_vec()
+    };
+    encode_frame(&request, seal).unwrap().to_vec()
 }
 
 fn assert_bad_request(response: Response, mentions: &str) {
@@ -80,7 +88,7 @@ fn oversized_frame_is_refused_before_it_is_read() {
 fn truncated_frame_gets_an_error() {
     let store = Store::start();
     let mut stream = connect_ours(&store);
-    let frame = info_frame();
+    let frame = info_frame(Some(&seal(&mut stream)));
     stream.write_all(&frame[..frame.len() - 1]).unwrap();
     stream.flush().unwrap();
     // Half-close: the daemon sees the end of the stream mid-frame.
@@ -102,12 +110,13 @@ fn undecodable_payload_gets_an_error_and_the_connection_goes_on() {
     stream.flush().unwrap();
     assert_bad_request(read_response(&mut stream), "could not be decoded");
 
-    let mut other_version = info_frame();
+    let mut other_version = info_frame(Some(&seal(&mut stream)));
     other_version[5] = 99;
     stream.write_all(&other_version).unwrap();
     assert_bad_request(read_response(&mut stream), "version 99");
 
-    stream.write_all(&info_frame()).unwrap();
+    let frame = info_frame(Some(&seal(&mut stream)));
+    stream.write_all(&frame).unwrap();
     assert!(matches!(read_response(&mut stream), Response::Info(_)));
 }
 
@@ -117,7 +126,7 @@ fn tls_without_our_alpn_is_refused_before_any_request() {
 
     let mut missing = connect(&store, None);
     // The handshake itself completes, then the daemon hangs up unread.
-    let _ = missing.write_all(&info_frame());
+    let _ = missing.write_all(&info_frame(None));
     let _ = missing.flush();
     let mut rest = Vec::new();
     let _ = missing.read_to_end(&mut rest);
@@ -128,7 +137,9 @@ fn tls_without_our_alpn_is_refused_before_any_request() {
     );
 
     let mut wrong = connect(&store, Some(b"h2"));
-    let written = wrong.write_all(&info_frame()).and_then(|()| wrong.flush());
+    let written = wrong
+        .write_all(&info_frame(None))
+        .and_then(|()| wrong.flush());
     let mut rest = Vec::new();
     let read = wrong.read_to_end(&mut rest);
     assert!(
@@ -152,10 +163,11 @@ fn plain_bytes_to_the_tls_port_are_dropped() {
     let store = Store::start();
     let mut tcp = TcpStream::connect(("127.0.0.1", store.port)).unwrap();
     tcp.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    tcp.write_all(&info_frame()).unwrap();
+    tcp.write_all(&info_frame(None)).unwrap();
     let mut rest = Vec::new();
     let _ = tcp.read_to_end(&mut rest);
-    assert!(decode_payload::<Response>(rest.get(4..).unwrap_or_default()).is_err());
+    let mut rest = rest.get(4..).unwrap_or_default().to_vec();
+    assert!(decode_payload::<Response>(&mut rest, None).is_err());
     assert_still_serving(&store);
 }
 
@@ -174,9 +186,9 @@ fn client_credentials_cannot_run_admin_operations() {
             id: id.parse().unwrap(),
             secret: credstore::secret::SecretBytes::copy_from(secret.as_bytes()),
         };
-        stream
-            .write_all(&encode_frame(&Request { auth, operation }).unwrap())
-            .unwrap();
+        let seal = seal(&mut stream);
+        let frame = encode_frame(&Request { auth, operation }, Some(&seal)).unwrap();
+        stream.write_all(&frame).unwrap();
         match read_response(&mut stream) {
             Response::Error {
                 kind: ErrorKind::Unauthorized,

@@ -4,5 +4,6 @@ mod borg;
 mod daemon;
 mod frames;
 mod lifecycle;
+mod memory;
 mod mount;
 mod support;

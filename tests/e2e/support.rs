@@ -184,6 +184,10 @@ impl Store {
         self.log.lock().unwrap().clone()
     }
 
+    pub fn child_pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Stops the daemon with SIGTERM and starts it again on the same
     /// storage; it comes back locked, on a new port the admin config follows.
     pub fn restart(&mut self) {
