@@ -7,17 +7,17 @@ use rand::RngCore;
 
 use crate::support::{Store, cred};
 
-/// Counts the occurrences of each needle in every readable mapping of
-/// process `pid`.
-fn occurrences(pid: u32, needles: &[&[u8]]) -> Vec<usize> {
+/// Counts the occurrences of each needle in every mapping of process
+/// `pid`. /proc/PID/mem reads like a debugger, so mappings closed with
+/// mprotect (guarded buffers between uses) are read too.
+pub(crate) fn occurrences(pid: u32, needles: &[&[u8]]) -> Vec<usize> {
     let maps = fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     let mut mem = fs::File::open(format!("/proc/{pid}/mem")).unwrap();
     let mut counts = vec![0; needles.len()];
     for line in maps.lines() {
         let mut fields = line.split_whitespace();
         let range = fields.next().unwrap();
-        let perms = fields.next().unwrap();
-        if !perms.starts_with('r') || line.contains("[vvar") || line.contains("[vsyscall]") {
+        if line.contains("[vvar") || line.contains("[vsyscall]") {
             continue;
         }
         let (start, end) = range.split_once('-').unwrap();
@@ -28,10 +28,7 @@ fn occurrences(pid: u32, needles: &[&[u8]]) -> Vec<usize> {
             continue;
         }
         for (needle, count) in needles.iter().zip(&mut counts) {
-            *count += region
-                .windows(needle.len())
-                .filter(|window| window == needle)
-                .count();
+            *count += memchr::memmem::find_iter(&region, needle).count();
         }
     }
     counts

@@ -451,3 +451,42 @@ fn libc_errno(name: &str) -> i32 {
         other => panic!("unknown errno {other}"),
     }
 }
+
+#[test]
+fn no_value_is_left_in_the_mount_after_its_ttl() {
+    if !fuse_available() {
+        return;
+    }
+    let s = setup();
+    let value = format!("mount-scan-{}", hex::encode(rand::random::<[u8; 12]>()));
+    let item = s.store.create_item("scanned", value.as_bytes());
+    let point = s.store.dir.path().join("mnt");
+    let file = format!("secret={item}");
+    let mount = Mounted::start(&s.host, &point, &["--file", &file, "--ttl", "6"]);
+    for _ in 0..5 {
+        assert_eq!(fs::read(mount.path("secret")).unwrap(), value.as_bytes());
+    }
+    let pid = mount.child.id();
+    let started = std::time::Instant::now();
+    assert_eq!(
+        crate::memory::occurrences(pid, &[value.as_bytes()]),
+        [1],
+        "the cached value sits in the mount while its TTL runs (in a guarded buffer, \
+         which the scan can read as root)"
+    );
+
+    eprintln!("scan took {:?}", started.elapsed());
+    thread::sleep(Duration::from_millis(6800).saturating_sub(started.elapsed()));
+    let secret = fs::read_to_string(s.host.join("config.toml")).unwrap();
+    let secret = secret
+        .lines()
+        .find_map(|line| line.strip_prefix("secret = \""))
+        .unwrap();
+    let secret = secret.trim_end_matches('"').to_owned();
+    let counts = crate::memory::occurrences(pid, &[value.as_bytes(), secret.as_bytes()]);
+    assert_eq!(
+        counts,
+        [0, 0],
+        "value, client secret in the mount after the TTL"
+    );
+}

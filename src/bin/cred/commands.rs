@@ -42,7 +42,7 @@ pub(crate) fn run(cli: Cli) -> Result<()> {
         Command::Client(command) => client(&session, command),
         Command::Mount(args) => {
             let config = session.config()?;
-            crate::mount::run(&config, &args)
+            crate::mount::run(config, &args)
         }
     }
 }

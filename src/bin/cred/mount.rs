@@ -17,19 +17,19 @@ use tracing::info;
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use credstore::client::{
-    ClientConfig, ClientCredentials, ClientError, Connection, ServerEntry, Trust,
-};
+use credstore::client::{ClientConfig, ClientError, Connection, ServerEntry, Trust};
 use credstore::protocol::{Auth, ErrorKind, Operation, Request, Response};
+use credstore::secret::SecretBytes;
 
 use crate::cli::MountArgs;
 
-pub(crate) fn run(config: &ClientConfig, args: &MountArgs) -> Result<()> {
+pub(crate) fn run(config: ClientConfig, args: &MountArgs) -> Result<()> {
     let server = config.server()?.clone();
     let trust = server.trust()?;
+    // The config holds the client secret in plain memory; only the sealed
+    // copy made below outlives this start-up.
     let credentials = config
         .client
-        .clone()
         .context("cred mount reads with this host's client credentials; run cred login first")?;
     let files = file_specs(args)?;
     if files.is_empty() {
@@ -44,11 +44,15 @@ pub(crate) fn run(config: &ClientConfig, args: &MountArgs) -> Result<()> {
     let hardening = protect::harden_process();
     info!(%hardening, "process hardening");
     let count = files.len();
+    let sealing = protect::SealingKey::generate()?;
+    let client_secret = credentials.secret();
     let source = Arc::new(StoreSource {
         server,
         trust,
-        credentials,
+        client_id: credentials.id,
+        client_secret: protect::Sealed::new(&sealing, client_secret.expose())?,
     });
+    drop((client_secret, credentials));
     let mount_config = MountConfig {
         allow_other: args.allow_other,
         fetch_timeout: Duration::from_secs(args.timeout),
@@ -68,7 +72,9 @@ pub(crate) fn run(config: &ClientConfig, args: &MountArgs) -> Result<()> {
 struct StoreSource {
     server: ServerEntry,
     trust: Trust,
-    credentials: ClientCredentials,
+    client_id: Uuid,
+    /// The client secret, sealed for as long as the mount runs.
+    client_secret: protect::Sealed,
 }
 
 impl SecretSource for StoreSource {
@@ -78,9 +84,13 @@ impl SecretSource for StoreSource {
         if left.is_zero() {
             return Err(FetchError::Timeout);
         }
+        let secret = self
+            .client_secret
+            .with(SecretBytes::copy_from)
+            .map_err(|err| FetchError::Failed(err.to_string()))?;
         let auth = Auth::Client {
-            id: self.credentials.id,
-            secret: self.credentials.secret(),
+            id: self.client_id,
+            secret,
         };
         let request = Request {
             auth,
