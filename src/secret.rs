@@ -1,69 +1,103 @@
 //! Byte strings that hold secrets: passphrases, client secrets, item values.
 //!
-//! They zero their memory when dropped and print as `[redacted]`, so that a
-//! secret cannot reach a log line, an error message or a panic through
-//! `Debug`. The only way to the bytes is an explicit call to
-//! [`SecretBytes::expose`].
+//! They live in guarded, mlocked memory (guard pages, a canary, excluded
+//! from core dumps and forked children), are zeroed when dropped and print
+//! as `[redacted]`, so that a secret cannot reach swap, a child process, a
+//! log line, an error message or a panic through `Debug`. The only way to
+//! the bytes is an explicit call to [`SecretBytes::expose`].
 
 use std::fmt;
 
+use protect::LockedBytes;
 use serde::de::{self, Visitor};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use subtle::ConstantTimeEq;
 use zeroize::{Zeroize, Zeroizing};
 
-/// A secret byte string, zeroed on drop and redacted in `Debug`.
-#[derive(Clone, Default, PartialEq, Eq)]
-pub struct SecretBytes(Zeroizing<Vec<u8>>);
+/// A secret byte string in locked memory, zeroed on drop and redacted in
+/// `Debug`.
+pub struct SecretBytes(Storage);
+
+enum Storage {
+    Locked(LockedBytes),
+    /// Only when guarded memory cannot be had (address space exhausted):
+    /// still zeroed on drop, not locked.
+    Heap(Zeroizing<Vec<u8>>),
+}
 
 impl SecretBytes {
-    /// Takes ownership of `bytes`; the caller's vector becomes the secret.
+    /// Takes the bytes of `bytes` into locked memory and zeroes the vector.
     pub fn new(bytes: Vec<u8>) -> Self {
-        Self(Zeroizing::new(bytes))
+        let bytes = Zeroizing::new(bytes);
+        Self::copy_from(&bytes)
     }
 
     /// Copies `bytes` into a new secret.
     pub fn copy_from(bytes: &[u8]) -> Self {
-        Self::new(bytes.to_vec())
+        match LockedBytes::copy_from(bytes) {
+            Ok(locked) => Self(Storage::Locked(locked)),
+            Err(_) => Self(Storage::Heap(Zeroizing::new(bytes.to_vec()))),
+        }
     }
 
     /// The secret bytes themselves; keep the borrow short.
     pub fn expose(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Storage::Locked(locked) => locked.as_slice(),
+            Storage::Heap(bytes) => bytes,
+        }
     }
 
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.expose().len()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.expose().is_empty()
     }
 
-    /// The bytes, still zeroed on drop, for APIs that take a vector.
-    pub fn into_zeroizing(self) -> Zeroizing<Vec<u8>> {
-        self.0
+    /// A copy of the bytes, zeroed on drop, for APIs that take a vector.
+    pub fn to_zeroizing(&self) -> Zeroizing<Vec<u8>> {
+        Zeroizing::new(self.expose().to_vec())
     }
 
     /// Compares with `other` in time that depends only on the lengths.
     pub fn ct_eq(&self, other: &[u8]) -> bool {
-        bool::from(self.0.as_slice().ct_eq(other))
+        bool::from(self.expose().ct_eq(other))
     }
 
     /// Drops one trailing line ending, as left by `echo` or an editor in a
     /// passphrase file.
-    pub fn trim_line_ending(mut self) -> Self {
+    pub fn trim_line_ending(self) -> Self {
+        let bytes = self.expose();
         for ending in [&b"\r\n"[..], b"\n"] {
-            if self.0.ends_with(ending) {
-                let keep = self.0.len() - ending.len();
-                self.0[keep..].zeroize();
-                self.0.truncate(keep);
-                break;
+            if let Some(kept) = bytes.strip_suffix(ending) {
+                return Self::copy_from(kept);
             }
         }
         self
     }
 }
+
+impl Default for SecretBytes {
+    fn default() -> Self {
+        Self::copy_from(&[])
+    }
+}
+
+impl Clone for SecretBytes {
+    fn clone(&self) -> Self {
+        Self::copy_from(self.expose())
+    }
+}
+
+impl PartialEq for SecretBytes {
+    fn eq(&self, other: &Self) -> bool {
+        self.ct_eq(other.expose())
+    }
+}
+
+impl Eq for SecretBytes {}
 
 impl fmt::Debug for SecretBytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -77,9 +111,17 @@ impl From<String> for SecretBytes {
     }
 }
 
+impl From<Zeroizing<String>> for SecretBytes {
+    fn from(mut text: Zeroizing<String>) -> Self {
+        let secret = Self::copy_from(text.as_bytes());
+        text.zeroize();
+        secret
+    }
+}
+
 impl Serialize for SecretBytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_bytes(&self.0)
+        serializer.serialize_bytes(self.expose())
     }
 }
 
@@ -107,12 +149,14 @@ impl<'de> Visitor<'de> for SecretVisitor {
     }
 
     fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<SecretBytes, A::Error> {
+        // Sized from the hint so that pushing rarely reallocates (each
+        // outgrown buffer would be left unzeroed).
         let capacity = seq.size_hint().unwrap_or(0).min(1 << 20);
-        let mut secret = SecretBytes::new(Vec::with_capacity(capacity));
+        let mut bytes = Zeroizing::new(Vec::with_capacity(capacity));
         while let Some(byte) = seq.next_element()? {
-            secret.0.push(byte);
+            bytes.push(byte);
         }
-        Ok(secret)
+        Ok(SecretBytes::copy_from(&bytes))
     }
 }
 

@@ -50,7 +50,7 @@ impl GuardedBuf {
         };
         // SAFETY: the allocation is read-write after malloc and holds `len` bytes.
         unsafe { std::ptr::write_bytes(buf.ptr.as_ptr().cast::<u8>(), 0, len) };
-        buf.wipe_on_fork();
+        wipe_on_fork(buf.ptr.as_ptr().cast::<u8>(), len);
         buf.protect(memsec::Prot::NoAccess);
         Ok(buf)
     }
@@ -111,24 +111,24 @@ impl GuardedBuf {
         let done = unsafe { memsec::mprotect(self.ptr, prot) };
         assert!(done, "mprotect of a guarded buffer failed");
     }
+}
 
-    /// Asks the kernel to hand any forked child (borg, a hook) zeroes in
-    /// place of these pages. Kernels before 4.14 lack it; the buffer then
-    /// stays as it is, still never written to a child's disk or argv.
-    fn wipe_on_fork(&self) {
-        let page = rustix::param::page_size();
-        let start = (self.ptr.as_ptr().cast::<u8>() as usize) & !(page - 1);
-        let end = (self.ptr.as_ptr().cast::<u8>() as usize + self.len).div_ceil(page) * page;
-        // SAFETY: the range covers whole pages of this allocation, which
-        // memsec mapped; advice changes no contents in this process.
-        let _ = unsafe {
-            rustix::mm::madvise(
-                start as *mut std::ffi::c_void,
-                (end - start).max(page),
-                rustix::mm::Advice::LinuxWipeOnFork,
-            )
-        };
-    }
+/// Asks the kernel to hand any forked child (borg, a hook) zeroes in
+/// place of the pages holding `len` bytes at `ptr`. Kernels before 4.14
+/// lack it; the pages then stay as they are in a child that execs at once.
+pub(crate) fn wipe_on_fork(ptr: *const u8, len: usize) {
+    let page = rustix::param::page_size();
+    let start = (ptr as usize) & !(page - 1);
+    let end = (ptr as usize + len).div_ceil(page) * page;
+    // SAFETY: the range covers whole pages of an allocation memsec
+    // mapped; the advice changes no contents in this process.
+    let _ = unsafe {
+        rustix::mm::madvise(
+            start as *mut std::ffi::c_void,
+            (end - start).max(page),
+            rustix::mm::Advice::LinuxWipeOnFork,
+        )
+    };
 }
 
 impl Drop for GuardedBuf {

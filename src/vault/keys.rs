@@ -10,11 +10,11 @@
 use argon2::{Algorithm, Argon2, Params, Version};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit, Payload};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use hkdf::Hkdf;
 use hmac::{Hmac, Mac};
-use protect::{AllocError, Boojum, Sealed, SealingKey};
+use protect::{AllocError, Boojum, GuardedBuf, Sealed, SealingKey};
 use rand::RngCore;
 use rand::rngs::OsRng;
 use serde::{Deserialize, Serialize};
@@ -158,19 +158,26 @@ impl SealedIdentity {
             .map_err(|_| damaged("its ciphertext is not base64"))?;
         let aad = serde_json::to_vec(&self.kdf).expect("kdf parameters serialise");
 
-        let plain = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(master.as_ref()))
-            .decrypt(
-                XNonce::from_slice(&nonce),
-                Payload {
-                    msg: &ciphertext,
-                    aad: &aad,
-                },
-            )
-            .map(Zeroizing::new)
+        if ciphertext.len() < 16 {
+            return Err(damaged("its ciphertext is too short"));
+        }
+
+        // Decrypted in place inside guarded memory, for this one use.
+        let (sealed, tag) = ciphertext.split_at(ciphertext.len() - 16);
+        let plain = GuardedBuf::copy_from(sealed).map_err(out_of_memory)?;
+        let cipher = XChaCha20Poly1305::new(chacha20poly1305::Key::from_slice(master.as_ref()));
+        plain
+            .with_mut(|buffer| {
+                let tag = chacha20poly1305::Tag::from_slice(tag);
+                cipher.decrypt_in_place_detached(XNonce::from_slice(&nonce), &aad, buffer, tag)
+            })
             .map_err(|_| VaultError::WrongPassphrase)?;
-        let text = std::str::from_utf8(&plain).map_err(|_| damaged("its identity is not text"))?;
-        text.parse()
-            .map_err(|_| damaged("its identity does not parse"))
+        plain.with(|bytes| {
+            let text =
+                std::str::from_utf8(bytes).map_err(|_| damaged("its identity is not text"))?;
+            text.parse()
+                .map_err(|_| damaged("its identity does not parse"))
+        })
     }
 
     pub fn to_file_bytes(&self) -> Vec<u8> {

@@ -100,7 +100,7 @@ impl SecretSource for StoreSource {
             .and_then(|mut connection| connection.call(&request))
             .map_err(fetch_error)?;
         match response {
-            Response::Value { value } => Ok(value.into_zeroizing()),
+            Response::Value { value } => Ok(value.to_zeroizing()),
             _ => Err(FetchError::Failed(
                 "the store sent an unexpected answer".into(),
             )),
