@@ -27,6 +27,9 @@ pub const REKEY_INTERVAL: Duration = Duration::from_millis(5);
 /// One key in two re-randomised partitions.
 pub struct Boojum {
     partitions: Arc<Mutex<Partitions>>,
+    /// Where the key is rebuilt for each use, wiped after it; kept
+    /// rather than allocated per use, which would cost a dozen syscalls.
+    scratch: Mutex<GuardedBuf>,
 }
 
 struct Partitions {
@@ -49,13 +52,17 @@ impl Boojum {
         });
         let partitions = Arc::new(Mutex::new(Partitions { x, y }));
         spawn_rekeying(Arc::downgrade(&partitions));
-        Ok(Self { partitions })
+        let scratch = Mutex::new(GuardedBuf::zeroed(KEY_LEN)?);
+        Ok(Self {
+            partitions,
+            scratch,
+        })
     }
 
     /// Rebuilds the key for the duration of `use_key`, in a guarded buffer
     /// wiped on return.
     pub fn with_key<R>(&self, use_key: impl FnOnce(&[u8; KEY_LEN]) -> R) -> Result<R, AllocError> {
-        let key = GuardedBuf::zeroed(KEY_LEN)?;
+        let scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
         {
             let partitions = self
                 .partitions
@@ -63,14 +70,18 @@ impl Boojum {
                 .unwrap_or_else(PoisonError::into_inner);
             let hx = partitions.x.with(hash);
             partitions.y.with(|y| {
-                key.with_mut(|k| {
+                scratch.with_mut(|k| {
                     for i in 0..KEY_LEN {
                         k[i] = hx[i] ^ y[i];
                     }
                 })
             });
         }
-        Ok(key.with(|k| use_key(k.try_into().expect("the key buffer is 32 bytes"))))
+        Ok(scratch.with_mut(|k| {
+            let result = use_key((&*k).try_into().expect("the key buffer is 32 bytes"));
+            k.fill(0);
+            result
+        }))
     }
 
     /// Copies of both partitions, for tests that watch them change.

@@ -7,9 +7,9 @@
 //! exists in a guarded buffer only inside [`Sealed::with`].
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
-use chacha20poly1305::aead::{Aead, KeyInit};
+use chacha20poly1305::aead::{Aead, AeadInPlace, KeyInit};
 use chacha20poly1305::{XChaCha20Poly1305, XNonce};
 use rand::RngCore;
 use rand::rngs::OsRng;
@@ -44,6 +44,8 @@ pub struct Sealed {
     key: SealingKey,
     nonce: [u8; 24],
     ciphertext: Vec<u8>,
+    /// Where the plaintext is opened for each use, wiped after it.
+    scratch: Mutex<GuardedBuf>,
 }
 
 impl Sealed {
@@ -57,10 +59,12 @@ impl Sealed {
                 XChaCha20Poly1305::new(k.into()).encrypt(XNonce::from_slice(&nonce), plaintext)
             })?
             .map_err(|_| AllocError)?;
+        let scratch = Mutex::new(GuardedBuf::zeroed(plaintext.len())?);
         Ok(Self {
             key: key.clone(),
             nonce,
             ciphertext,
+            scratch,
         })
     }
 
@@ -75,21 +79,22 @@ impl Sealed {
 
     /// Opens the secret into a guarded buffer for the duration of `use_it`.
     pub fn with<R>(&self, use_it: impl FnOnce(&[u8]) -> R) -> Result<R, AllocError> {
-        let opened = GuardedBuf::zeroed(self.len())?;
-        let decrypted = self.key.0.with_key(|k| {
+        let scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
+        let (sealed, tag) = self.ciphertext.split_at(self.len());
+        let opened = self.key.0.with_key(|k| {
             let cipher = XChaCha20Poly1305::new(k.into());
-            opened.with_mut(|out| {
-                let mut plain = cipher
-                    .decrypt(XNonce::from_slice(&self.nonce), self.ciphertext.as_slice())
-                    .map_err(|_| AllocError)?;
-                out.copy_from_slice(&plain);
-                plain.fill(0);
-                std::hint::black_box(&plain);
-                Ok::<(), AllocError>(())
+            scratch.with_mut(|out| {
+                out.copy_from_slice(sealed);
+                let tag = chacha20poly1305::Tag::from_slice(tag);
+                cipher.decrypt_in_place_detached(XNonce::from_slice(&self.nonce), b"", out, tag)
             })
         })?;
-        decrypted?;
-        Ok(opened.with(use_it))
+        opened.map_err(|_| AllocError)?;
+        Ok(scratch.with_mut(|out| {
+            let result = use_it(out);
+            out.fill(0);
+            result
+        }))
     }
 }
 
