@@ -4,6 +4,8 @@
 //! Usage: `rustls-one-request HOST:PORT [ALPN]`. It accepts any certificate
 //! (it measures cost, not trust) and sends an `Info` request, whose frame
 //! is spelled out below so that this baseline shares no code with `cred`.
+//! Like every credstore frame over TLS, the body is sealed under a key
+//! from the TLS exporter; the reply is read but not opened.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -15,8 +17,12 @@ use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{DigitallySignedStruct, SignatureScheme};
 
-/// Length 4, protocol version 1, `Auth::None`, `Operation::Info`.
-const INFO_FRAME: [u8; 8] = [0, 0, 0, 4, 0, 1, 0, 0];
+/// Protocol version 1.
+const VERSION: [u8; 2] = [0, 1];
+/// The postcard body of `Request { auth: Auth::None, operation: Info }`.
+const INFO_BODY: [u8; 2] = [0, 0];
+/// The label both ends give the TLS exporter for the frame key.
+const EXPORTER_LABEL: &[u8] = b"EXPORTER-borg-collective-frame-seal";
 
 fn main() -> ExitCode {
     let mut args = std::env::args().skip(1);
@@ -55,12 +61,41 @@ fn request(address: &str, alpn: &str) -> Result<usize, Box<dyn std::error::Error
     tcp.set_nodelay(true)?;
     let mut tls = rustls::Stream::new(&mut connection, &mut tcp);
 
-    tls.write_all(&INFO_FRAME)?;
+    tls.flush()?;
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(tls.sock)?;
+    }
+    tls.write_all(&sealed_info(tls.conn)?)?;
     let mut header = [0u8; 4];
     tls.read_exact(&mut header)?;
     let mut reply = vec![0u8; u32::from_be_bytes(header) as usize];
     tls.read_exact(&mut reply)?;
     Ok(reply.len())
+}
+
+/// Length, version, then nonce, sealed body and tag.
+fn sealed_info(
+    connection: &rustls::ClientConnection,
+) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
+    use chacha20poly1305::aead::{AeadInPlace, KeyInit};
+
+    let mut key = [0u8; 32];
+    connection.export_keying_material(&mut key[..], EXPORTER_LABEL, None)?;
+    // One message per connection, under a key of that connection: a fixed
+    // nonce is never reused under the same key.
+    let nonce = [7u8; 24];
+    let mut body = INFO_BODY;
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new((&key).into());
+    let tag = cipher
+        .encrypt_in_place_detached((&nonce).into(), &VERSION, &mut body)
+        .map_err(|_| "sealing failed")?;
+    let len = (VERSION.len() + nonce.len() + body.len() + tag.len()) as u32;
+    let mut frame = len.to_be_bytes().to_vec();
+    frame.extend_from_slice(&VERSION);
+    frame.extend_from_slice(&nonce);
+    frame.extend_from_slice(&body);
+    frame.extend_from_slice(&tag);
+    Ok(frame)
 }
 
 #[derive(Debug)]

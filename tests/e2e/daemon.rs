@@ -239,3 +239,38 @@ fn nobody_uid() -> rustix::fs::Uid {
 fn nobody_gid() -> rustix::fs::Gid {
     rustix::fs::Gid::from_raw(65534)
 }
+
+#[test]
+fn production_refuses_memory_it_cannot_lock_unless_allowed() {
+    // As root mlock ignores RLIMIT_MEMLOCK, so the daemon runs as nobody
+    // with a lock limit of zero.
+    let store = Store::start();
+    let config = store.config.to_str().unwrap();
+    let run_as_nobody = |extra: &[&str]| {
+        let mut command = Command::new("setpriv");
+        command.args(["--reuid", "65534", "--regid", "65534", "--clear-groups"]);
+        command.args([
+            "prlimit",
+            "--memlock=0:0",
+            crate::support::CREDSTORE,
+            config,
+            "--production",
+        ]);
+        command.args(extra);
+        run(&mut command, b"")
+    };
+    let refused = run_as_nobody(&[]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    assert!(
+        refused.stderr.contains("--allow-unlocked-memory"),
+        "{refused:?}"
+    );
+    // Allowed, it gets past the memory check (and then stops at the
+    // storage directory nobody cannot open, which is a different error).
+    let allowed = run_as_nobody(&["--allow-unlocked-memory"]);
+    assert!(
+        !allowed.stderr.contains("--allow-unlocked-memory"),
+        "{allowed:?}"
+    );
+    assert!(allowed.stderr.contains("can NOT be locked"), "{allowed:?}");
+}
