@@ -18,6 +18,14 @@ pub struct ServerConfig {
     /// Certificate and key; without them the daemon speaks plain TCP,
     /// which only development mode allows.
     pub tls: Option<TlsFiles>,
+    /// Connections one IP address may hold open at once (default 32), so
+    /// that one peer cannot take every connection slot.
+    #[serde(default = "default_connections_per_peer")]
+    pub max_connections_per_peer: usize,
+}
+
+fn default_connections_per_peer() -> usize {
+    32
 }
 
 #[derive(Debug, Clone, Deserialize)]

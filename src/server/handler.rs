@@ -7,8 +7,11 @@
 
 use std::net::SocketAddr;
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
 
 use tracing::{debug, error, info, warn};
+
+use super::limits::{AuthLimiter, FAILURE_WINDOW, FREE_FAILURES, Recorded};
 use uuid::Uuid;
 
 use crate::protocol::{
@@ -21,6 +24,7 @@ use crate::vault::{Unlocked, Vault, VaultError};
 pub struct State {
     pub vault: RwLock<Vault>,
     pub production: bool,
+    failures: AuthLimiter,
 }
 
 /// Who a request was authenticated as.
@@ -36,6 +40,7 @@ impl State {
         Self {
             vault: RwLock::new(vault),
             production,
+            failures: AuthLimiter::default(),
         }
     }
 
@@ -50,9 +55,31 @@ impl State {
     /// Answers one request from `peer`.
     pub fn handle(&self, peer: SocketAddr, request: Request) -> Response {
         let operation = request.operation.name();
+        let checks_credentials = !matches!(request.auth, Auth::None)
+            || matches!(request.operation, Operation::Unlock { .. });
+        if checks_credentials && let Err(wait) = self.failures.check(peer.ip(), Instant::now()) {
+            debug!(%peer, operation, "refused unchecked: too many failed authentications");
+            return Response::error(
+                ErrorKind::Unauthorized,
+                format!(
+                    "too many failed authentications from this address; try again in {} s",
+                    wait.as_secs().max(1)
+                ),
+            );
+        }
+
         let (caller, outcome) = self.dispatch(request);
         match &outcome {
-            Ok(_) => debug!(%peer, operation, ?caller, "served"),
+            Ok(_) => {
+                if checks_credentials {
+                    self.failures.succeeded(peer.ip());
+                }
+                debug!(%peer, operation, ?caller, "served");
+            }
+            Err(err) if is_auth_failure(err) => {
+                let recorded = self.failures.failed(peer.ip(), Instant::now());
+                log_auth_failure(peer, operation, caller, recorded);
+            }
             Err(err) => log_failure(peer, operation, caller, err),
         }
         outcome.unwrap_or_else(|err| error_response(caller, &err))
@@ -243,11 +270,32 @@ fn item_summary(item: crate::vault::ItemInfo) -> ItemSummary {
     }
 }
 
+fn is_auth_failure(err: &VaultError) -> bool {
+    matches!(
+        err,
+        VaultError::WrongPassphrase | VaultError::BadClientCredentials | VaultError::AdminOnly
+    )
+}
+
+/// Warns on the first failure of a window and when the limit is reached;
+/// the failures between are counted at debug, so a guessing peer cannot
+/// flood the log.
+fn log_auth_failure(peer: SocketAddr, operation: &str, caller: Caller, recorded: Recorded) {
+    match recorded {
+        Recorded::First => warn!(%peer, operation, ?caller, "authentication failed"),
+        Recorded::LimitReached => warn!(
+            %peer,
+            operation,
+            limit = FREE_FAILURES,
+            window_s = FAILURE_WINDOW.as_secs(),
+            "authentication failed; this address is refused until its window ends"
+        ),
+        Recorded::Counted => debug!(%peer, operation, ?caller, "authentication failed"),
+    }
+}
+
 fn log_failure(peer: SocketAddr, operation: &str, caller: Caller, err: &VaultError) {
     match err {
-        VaultError::WrongPassphrase | VaultError::BadClientCredentials | VaultError::AdminOnly => {
-            warn!(%peer, operation, ?caller, "authentication failed")
-        }
         VaultError::Integrity { .. } => error!(%peer, operation, error = %err, "integrity failure"),
         VaultError::Io { .. } | VaultError::Setup(_) | VaultError::Internal(_) => {
             error!(%peer, operation, error = %err, "request failed")

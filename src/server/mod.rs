@@ -3,6 +3,7 @@
 
 mod config;
 mod handler;
+mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,6 +20,8 @@ use zeroize::Zeroizing;
 
 pub use config::{ServerConfig, TlsFiles};
 pub use handler::State;
+
+use limits::ConnectionLimiter;
 
 use crate::protocol::{
     self, ALPN, ErrorKind, FrameError, FrameSeal, Request, Response, decode_payload, encode_frame,
@@ -38,6 +41,7 @@ pub struct Server {
     listener: TcpListener,
     acceptor: Option<TlsAcceptor>,
     state: Arc<State>,
+    connections: ConnectionLimiter,
 }
 
 impl Server {
@@ -56,10 +60,12 @@ impl Server {
             .await
             .with_context(|| format!("cannot listen on {}", config.listen_address))?;
         let state = Arc::new(State::new(vault, production));
+        let connections = ConnectionLimiter::new(config.max_connections_per_peer);
         Ok(Self {
             listener,
             acceptor,
             state,
+            connections,
         })
     }
 
@@ -97,11 +103,15 @@ impl Server {
                     }
                 },
             };
+            let Some(slot) = self.connections.admit(peer.ip()) else {
+                debug!(%peer, "refused a connection: this address has too many open");
+                continue;
+            };
             let acceptor = self.acceptor.clone();
             let state = self.state.clone();
             tokio::spawn(async move {
                 serve_connection(stream, peer, acceptor, state).await;
-                drop(permit);
+                drop((slot, permit));
             });
         }
 

@@ -402,3 +402,56 @@ fn a_config_open_to_others_is_refused() {
     let run = store.admin(&["store", "info"], b"").fails_with(1);
     assert!(run.stderr.contains("chmod 600"), "{run:?}");
 }
+
+#[test]
+fn failed_authentications_are_rate_limited_per_address() {
+    let store = Store::start();
+    store.unlock();
+    let item = store.create_item("guarded", b"v");
+    let (host, _, _) = store.host("host1");
+    let wrong = store.dir.path().join("wrong-passphrase");
+    std::fs::write(&wrong, "not the passphrase").unwrap();
+    let guess = ["--passphrase-file", wrong.to_str().unwrap(), "item", "list"];
+    for _ in 0..10 {
+        let run = cred(&store.admin_dir(), &guess, b"").fails_with(4);
+        assert!(run.stderr.contains("wrong passphrase"), "{run:?}");
+    }
+
+    // Now even right credentials from this address are refused unchecked.
+    let refused = cred(&host, &["item", "read", &item], b"").fails_with(4);
+    assert!(
+        refused.stderr.contains("too many failed authentications"),
+        "{refused:?}"
+    );
+    store.admin(&["item", "list"], b"").fails_with(4);
+    store.admin(&["store", "info"], b"").ok();
+
+    let warnings = store
+        .log()
+        .matches("authentication failed")
+        .filter(|_| true)
+        .count();
+    let warned = store
+        .log()
+        .lines()
+        .filter(|line| line.contains("WARN") && line.contains("authentication failed"))
+        .count();
+    assert!(
+        warnings >= 10 && warned == 2,
+        "{warned} warnings of {warnings} failures:\n{}",
+        store.log()
+    );
+}
+
+#[test]
+fn one_address_cannot_hold_every_connection() {
+    let store = Store::start_with_config("max_connections_per_peer = 4");
+    let idle: Vec<std::net::TcpStream> = (0..4)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", store.port)).unwrap())
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    store.admin(&["store", "info"], b"").fails_with(3);
+    drop(idle);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    store.admin(&["store", "info"], b"").ok();
+}

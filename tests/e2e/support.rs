@@ -84,6 +84,16 @@ impl Store {
 
     /// Starts a store; `tls` false gives a plain TCP development store.
     pub fn start_with(tls: bool, extra_args: &[&str]) -> Self {
+        Self::launch(tls, extra_args, "")
+    }
+
+    /// Starts a TLS store whose config also holds `extra_config` (keys
+    /// that go before the [tls] table).
+    pub fn start_with_config(extra_config: &str) -> Self {
+        Self::launch(true, &[], extra_config)
+    }
+
+    fn launch(tls: bool, extra_args: &[&str], extra_config: &str) -> Self {
         let dir = TempDir::new().unwrap();
         let storage = dir.path().join("storage");
         fs::create_dir(&storage).unwrap();
@@ -96,7 +106,7 @@ impl Store {
             String::new()
         };
         let mut config = format!(
-            "storage_path = \"{}\"\nlisten_address = \"127.0.0.1:0\"\n",
+            "storage_path = \"{}\"\nlisten_address = \"127.0.0.1:0\"\n{extra_config}\n",
             storage.display()
         );
         if tls {
