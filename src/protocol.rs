@@ -80,6 +80,10 @@ pub enum Operation {
     ItemDelete {
         ids: Vec<Uuid>,
     },
+    /// Clears an item's binding to its first reader's address; admin only.
+    ItemUnbind {
+        id: Uuid,
+    },
     ClientCreate {
         description: String,
     },
@@ -102,6 +106,7 @@ impl Operation {
             Self::ItemList { .. } => "item-list",
             Self::ItemRead { .. } => "item-read",
             Self::ItemReadGeneration { .. } => "item-read-generation",
+            Self::ItemUnbind { .. } => "item-unbind",
             Self::ItemDelete { .. } => "item-delete",
             Self::ClientCreate { .. } => "client-create",
             Self::ClientList => "client-list",

@@ -5,7 +5,7 @@
 //! not read exists: every failure of a client read that is not "locked" is
 //! the same "unauthorized".
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
@@ -17,6 +17,7 @@ use uuid::Uuid;
 use crate::protocol::{
     Auth, ClientSummary, ErrorKind, ItemSummary, Operation, Request, Response, StoreInfo,
 };
+use crate::secret::SecretBytes;
 use crate::vault::{Unlocked, Vault, VaultError};
 
 /// What every connection shares.
@@ -68,7 +69,7 @@ impl State {
             );
         }
 
-        let (caller, outcome) = self.dispatch(request);
+        let (caller, outcome) = self.dispatch(peer.ip(), request);
         match &outcome {
             Ok(_) => {
                 if checks_credentials {
@@ -85,7 +86,7 @@ impl State {
         outcome.unwrap_or_else(|err| error_response(caller, &err))
     }
 
-    fn dispatch(&self, request: Request) -> (Caller, Result<Response, VaultError>) {
+    fn dispatch(&self, peer: IpAddr, request: Request) -> (Caller, Result<Response, VaultError>) {
         let Request { auth, operation } = request;
         match operation {
             Operation::Info => (Caller::Anonymous, Ok(self.info())),
@@ -112,7 +113,7 @@ impl State {
                 });
                 (Caller::Admin, outcome)
             }
-            Operation::ItemRead { id } => self.read_item(&auth, id),
+            Operation::ItemRead { id } => self.read_item(&auth, id, peer),
             Operation::CheckAuth => {
                 let vault = self.read();
                 let caller = claimed(&auth);
@@ -146,13 +147,39 @@ impl State {
         })
     }
 
-    fn read_item(&self, auth: &Auth, id: Uuid) -> (Caller, Result<Response, VaultError>) {
-        let vault = self.read();
+    fn read_item(
+        &self,
+        auth: &Auth,
+        id: Uuid,
+        peer: IpAddr,
+    ) -> (Caller, Result<Response, VaultError>) {
         let caller = claimed(auth);
-        let outcome = authenticate(&vault, auth)
-            .and_then(|_| vault.read_item(id))
+        let outcome = self
+            .read_checked(auth, id, peer)
             .map(|value| Response::Value { value });
         (caller, outcome)
+    }
+
+    /// In production mode a client read binds the item to the client's
+    /// address the first time, and is refused from any other address
+    /// after that. Admin reads are never bound.
+    fn read_checked(&self, auth: &Auth, id: Uuid, peer: IpAddr) -> Result<SecretBytes, VaultError> {
+        let vault = self.read();
+        let caller = authenticate(&vault, auth)?;
+        if !self.production || !matches!(caller, Caller::Client(_)) {
+            return vault.read_item(id);
+        }
+        let peer = peer.to_canonical();
+        match vault.item(id)?.bound_peer {
+            Some(bound) if bound == peer => vault.read_item(id),
+            Some(_) => Err(VaultError::PeerMismatch),
+            None => {
+                drop(vault);
+                self.write().bind_item(id, peer)?;
+                info!(%id, %peer, "item bound to its first reader");
+                self.read().read_item(id)
+            }
+        }
     }
 
     /// The operations only the administrator may run.
@@ -209,6 +236,11 @@ impl State {
             Operation::ClientDelete { ids } => {
                 vault.delete_clients(&ids)?;
                 info!(count = ids.len(), "clients deleted");
+                Response::Done
+            }
+            Operation::ItemUnbind { id } => {
+                vault.unbind_item(id)?;
+                info!(%id, "item unbound");
                 Response::Done
             }
             Operation::ItemReadGeneration { id, generation } => {
@@ -300,6 +332,7 @@ fn log_failure(peer: SocketAddr, operation: &str, caller: Caller, err: &VaultErr
         VaultError::Io { .. } | VaultError::Setup(_) | VaultError::Internal(_) => {
             error!(%peer, operation, error = %err, "request failed")
         }
+        VaultError::PeerMismatch => warn!(%peer, operation, ?caller, "refused: peer mismatch"),
         _ => debug!(%peer, operation, ?caller, error = %err, "request refused"),
     }
 }
@@ -319,9 +352,12 @@ fn error_response(caller: Caller, err: &VaultError) -> Response {
             ErrorKind::Internal
         }
         VaultError::Internal(_) => ErrorKind::Internal,
+        VaultError::PeerMismatch => ErrorKind::PeerMismatch,
     };
     match (caller, kind) {
         (_, ErrorKind::Locked) => Response::error(kind, err.to_string()),
+        // Only an authenticated client of an existing item gets this far.
+        (_, ErrorKind::PeerMismatch) => Response::error(kind, err.to_string()),
         (Caller::Client(_) | Caller::Anonymous, _) => Response::error(
             ErrorKind::Unauthorized,
             "unauthorized: the client credentials do not grant this",

@@ -205,3 +205,30 @@ mod tests {
         assert!(limiter.admit(ip(1)).is_some());
     }
 }
+
+/// Remembers when each address was last logged, so that a peer refused
+/// over and over is logged once a minute, not once a connection.
+#[derive(Debug, Default)]
+pub struct LogLimiter {
+    last: Mutex<HashMap<IpAddr, Instant>>,
+}
+
+impl LogLimiter {
+    pub const INTERVAL: Duration = Duration::from_secs(60);
+
+    /// Whether `peer` should be logged now.
+    pub fn should_log(&self, peer: IpAddr, now: Instant) -> bool {
+        let mut last = self.last.lock().unwrap_or_else(PoisonError::into_inner);
+        if last.get(&peer).is_some_and(|at| now < *at + Self::INTERVAL) {
+            return false;
+        }
+        if last.len() >= TABLE_CAPACITY {
+            last.retain(|_, at| now < *at + Self::INTERVAL);
+            if last.len() >= TABLE_CAPACITY {
+                last.clear();
+            }
+        }
+        last.insert(peer, now);
+        true
+    }
+}

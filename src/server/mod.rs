@@ -5,7 +5,7 @@ mod config;
 mod handler;
 mod limits;
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,7 +21,7 @@ use zeroize::Zeroizing;
 pub use config::{ServerConfig, TlsFiles};
 pub use handler::State;
 
-use limits::ConnectionLimiter;
+use limits::{ConnectionLimiter, LogLimiter};
 
 use crate::protocol::{
     self, ALPN, ErrorKind, FrameError, FrameSeal, Request, Response, decode_payload, encode_frame,
@@ -42,6 +42,7 @@ pub struct Server {
     acceptor: Option<TlsAcceptor>,
     state: Arc<State>,
     connections: ConnectionLimiter,
+    refusals: LogLimiter,
 }
 
 impl Server {
@@ -66,6 +67,7 @@ impl Server {
             acceptor,
             state,
             connections,
+            refusals: LogLimiter::default(),
         })
     }
 
@@ -107,6 +109,15 @@ impl Server {
                 debug!(%peer, "refused a connection: this address has too many open");
                 continue;
             };
+            if self.state.production && is_same_host(peer.ip()) {
+                if self
+                    .refusals
+                    .should_log(peer.ip(), std::time::Instant::now())
+                {
+                    warn!(%peer, "refused a connection from this host (production mode)");
+                }
+                continue;
+            }
             let acceptor = self.acceptor.clone();
             let state = self.state.clone();
             tokio::spawn(async move {
@@ -122,6 +133,25 @@ impl Server {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .lock();
         Ok(())
+    }
+}
+
+/// Whether `peer` is this host: a loopback address or the address of any
+/// local interface, IPv4-mapped IPv6 included. When the interfaces cannot
+/// be listed it answers yes: production mode fails closed.
+fn is_same_host(peer: IpAddr) -> bool {
+    let peer = peer.to_canonical();
+    if peer.is_loopback() || peer.is_unspecified() {
+        return true;
+    }
+    match if_addrs::get_if_addrs() {
+        Ok(interfaces) => interfaces
+            .iter()
+            .any(|interface| interface.ip().to_canonical() == peer),
+        Err(err) => {
+            warn!(error = %err, "cannot list the local interfaces; refusing the connection");
+            true
+        }
     }
 }
 
@@ -267,4 +297,31 @@ async fn write_response<S: AsyncWrite + Unpin>(
     stream.write_all(&frame).await?;
     stream.flush().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_host_covers_loopback_mapped_and_local_interfaces() {
+        for local in [
+            "127.0.0.1",
+            "127.8.9.10",
+            "::1",
+            "::ffff:127.0.0.1",
+            "0.0.0.0",
+        ] {
+            assert!(is_same_host(local.parse().unwrap()), "{local}");
+        }
+        for interface in if_addrs::get_if_addrs().unwrap() {
+            assert!(is_same_host(interface.ip()), "{interface:?}");
+            if let IpAddr::V4(v4) = interface.ip() {
+                assert!(is_same_host(IpAddr::V6(v4.to_ipv6_mapped())), "{v4} mapped");
+            }
+        }
+        // TEST-NET-1 documentation addresses are on no interface here.
+        assert!(!is_same_host("192.0.2.77".parse().unwrap()));
+        assert!(!is_same_host("2001:db8::77".parse().unwrap()));
+    }
 }

@@ -2,6 +2,7 @@
 
 use std::io::{Read, Write};
 use std::iter;
+use std::net::IpAddr;
 
 use subtle::ConstantTimeEq;
 use tracing::warn;
@@ -27,7 +28,7 @@ impl Vault {
         let generation = 1;
 
         self.write_value(id, generation, value)?;
-        let record = ItemRecord {
+        let mut record = ItemRecord {
             id,
             description: description.to_owned(),
             created: now,
@@ -35,11 +36,10 @@ impl Vault {
             generation,
             value_mac: self.value_mac(id, generation, value)?,
             bound_peer: None,
+            revision: 0,
             history: Vec::new(),
         };
-        self.write_item(&record)?;
-        self.manifest_mut()?.items.insert(id, generation);
-        self.save_manifest()?;
+        self.commit_item(&mut record)?;
         Ok(id)
     }
 
@@ -64,9 +64,7 @@ impl Vault {
         record.generation = generation;
         record.updated = unix_now();
         record.value_mac = self.value_mac(id, generation, value)?;
-        self.write_item(&record)?;
-        self.manifest_mut()?.items.insert(id, generation);
-        self.save_manifest()?;
+        self.commit_item(&mut record)?;
 
         for old in dropped {
             storage::remove_durable(&self.items_dir(), &value_file(id, old.generation))?;
@@ -85,7 +83,7 @@ impl Vault {
         let record: ItemRecord = keys
             .records
             .metadata(|key| records::open(&bytes, key, id))??;
-        keys.manifest.check_item(id, record.generation)?;
+        keys.manifest.check_item(id, record.revision)?;
         Ok(record)
     }
 
@@ -176,10 +174,41 @@ impl Vault {
             .value(|key| records::value_mac(key, id, generation, value.expose()))
     }
 
-    fn write_item(&self, record: &ItemRecord) -> Result<(), VaultError> {
+    /// Writes `record` as its next revision, then the manifest that
+    /// vouches for that revision.
+    fn commit_item(&mut self, record: &mut ItemRecord) -> Result<(), VaultError> {
+        record.revision += 1;
         let keys = self.keys()?;
-        let bytes = keys.records.metadata(|key| records::seal(record, key))?;
-        storage::write_atomic(&self.items_dir(), &record_file(record.id), &bytes)
+        let bytes = keys.records.metadata(|key| records::seal(&*record, key))?;
+        storage::write_atomic(&self.items_dir(), &record_file(record.id), &bytes)?;
+        self.manifest_mut()?
+            .items
+            .insert(record.id, record.revision);
+        self.save_manifest()
+    }
+
+    /// Binds an unbound item to `peer`, the first client address to read
+    /// it; an item bound to another address is a peer mismatch.
+    pub fn bind_item(&mut self, id: Uuid, peer: IpAddr) -> Result<(), VaultError> {
+        let mut record = self.item(id)?;
+        match record.bound_peer {
+            Some(bound) if bound == peer => Ok(()),
+            Some(_) => Err(VaultError::PeerMismatch),
+            None => {
+                record.bound_peer = Some(peer);
+                self.commit_item(&mut record)
+            }
+        }
+    }
+
+    /// Clears an item's binding, so that the next client to read it binds it.
+    pub fn unbind_item(&mut self, id: Uuid) -> Result<(), VaultError> {
+        let mut record = self.item(id)?;
+        if record.bound_peer.is_none() {
+            return Ok(());
+        }
+        record.bound_peer = None;
+        self.commit_item(&mut record)
     }
 
     fn write_value(

@@ -19,7 +19,7 @@ use super::records::{self, Record};
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
-    /// Each item and the generation its record was last written at.
+    /// Each item and the revision its record was last written at.
     pub items: BTreeMap<Uuid, u64>,
     pub clients: BTreeSet<Uuid>,
 }
@@ -43,17 +43,17 @@ impl Manifest {
         records::open(bytes, key, Uuid::nil())
     }
 
-    /// Checks an item record's generation against the manifest.
-    pub fn check_item(&self, id: Uuid, generation: u64) -> Result<(), VaultError> {
+    /// Checks an item record's revision against the manifest.
+    pub fn check_item(&self, id: Uuid, revision: u64) -> Result<(), VaultError> {
         match self.items.get(&id) {
             None => Err(VaultError::NotFound { kind: "item", id }),
             // Newer is fine: a crash between writing the record and the
             // manifest leaves exactly that.
-            Some(listed) if generation >= *listed => Ok(()),
+            Some(listed) if revision >= *listed => Ok(()),
             Some(listed) => Err(VaultError::integrity(
                 format!("item record {id}"),
                 format!(
-                    "it is generation {generation} but the manifest lists {listed}; an older \
+                    "it is revision {revision} but the manifest lists {listed}; an older \
                      record was put back"
                 ),
             )),

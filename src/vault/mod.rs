@@ -70,6 +70,8 @@ pub enum VaultError {
     BadClientCredentials,
     #[error("this needs the admin passphrase; client credentials cannot do it")]
     AdminOnly,
+    #[error("peer mismatch: the item is bound to the address of another host")]
+    PeerMismatch,
     #[error("{kind} {id} does not exist")]
     NotFound { kind: &'static str, id: Uuid },
     #[error("integrity check failed for {what}: {why}")]

@@ -25,6 +25,10 @@ pub struct ItemRecord {
     pub value_mac: String,
     /// The address of the first client that read the item, once bound.
     pub bound_peer: Option<IpAddr>,
+    /// Counts every write of this record; the manifest holds the latest,
+    /// so an older copy put back is refused even when only its binding
+    /// differs.
+    pub revision: u64,
     /// Previous values, newest first, bounded in length.
     pub history: Vec<HistoryEntry>,
 }

@@ -478,3 +478,33 @@ fn oversized_value_is_refused() {
         Err(VaultError::Invalid(_))
     ));
 }
+
+#[test]
+fn binding_is_kept_refused_elsewhere_cleared_by_unbind_and_not_undone_by_replay() {
+    let (dir, mut vault) = unlocked_vault();
+    let id = vault.create_item("bound", &value(b"v")).unwrap();
+    let record_path = dir.path().join(ITEMS_DIR).join(record_file(id));
+    let unbound_record = fs::read(&record_path).unwrap();
+    let first: std::net::IpAddr = "10.1.0.2".parse().unwrap();
+    let second: std::net::IpAddr = "10.2.0.2".parse().unwrap();
+
+    vault.bind_item(id, first).unwrap();
+    vault.bind_item(id, first).unwrap();
+    assert!(matches!(vault.bind_item(id, second), Err(VaultError::PeerMismatch)));
+    let vault = reopen(dir.path(), vault);
+    assert_eq!(vault.item(id).unwrap().bound_peer, Some(first));
+
+    // Putting back the record from before the binding does not unbind.
+    fs::write(&record_path, unbound_record).unwrap();
+    assert!(matches!(vault.item(id), Err(VaultError::Integrity { .. })));
+    drop(vault);
+    let mut vault = Vault::open(dir.path()).unwrap();
+    vault.unlock(&passphrase()).unwrap();
+    vault.delete_items(&[id]).unwrap();
+
+    let id = vault.create_item("rebound", &value(b"v")).unwrap();
+    vault.bind_item(id, first).unwrap();
+    vault.unbind_item(id).unwrap();
+    vault.bind_item(id, second).unwrap();
+    assert_eq!(vault.item(id).unwrap().bound_peer, Some(second));
+}

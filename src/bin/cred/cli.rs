@@ -203,6 +203,8 @@ pub(crate) enum ItemCommand {
         #[arg(long, value_name = "N")]
         generation: Option<u64>,
     },
+    /// Let the next client to read an item bind it to its address again
+    Unbind { id: Uuid },
     /// Delete items
     Delete {
         #[arg(required = true)]

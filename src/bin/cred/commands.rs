@@ -305,6 +305,9 @@ fn item(session: &Session, command: ItemCommand) -> Result<()> {
             };
             write_stdout(value.expose())?;
         }
+        ItemCommand::Unbind { id } => {
+            expect_done(session.call(session.admin()?, Operation::ItemUnbind { id })?)?;
+        }
         ItemCommand::Delete { ids, yes } => {
             input::confirm(
                 &format!("delete {} item(s) and their history", ids.len()),
