@@ -223,7 +223,12 @@ async fn serve_requests<S>(
         };
         drop(payload);
 
-        if let Err(err) = write_response(&mut stream, &response, seal.as_ref()).await {
+        let written = write_response(&mut stream, &response, seal.as_ref()).await;
+        drop(response);
+        // Decoding the request and encoding the response ran on this
+        // thread's stack; clear what they left before the next request.
+        protect::scrub_stack();
+        if let Err(err) = written {
             return debug!(%peer, error = %err, "cannot send a response");
         }
     }
@@ -231,7 +236,11 @@ async fn serve_requests<S>(
 
 async fn answer(state: &Arc<State>, peer: SocketAddr, request: Request) -> Response {
     let state = state.clone();
-    tokio::task::spawn_blocking(move || state.handle(peer, request))
+    tokio::task::spawn_blocking(move || {
+        let response = state.handle(peer, request);
+        protect::scrub_stack();
+        response
+    })
         .await
         .unwrap_or_else(|_| {
             Response::error(
