@@ -19,5 +19,6 @@ ensure_commands() {
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# The packages the test suite runs: borg, openssl, setsid, fusermount3, age.
-TEST_COMMANDS=(borg:borgbackup openssl:openssl setsid:util-linux fusermount3:fuse3 age:age)
+# The packages the test suite runs: borg, openssl, setsid and prlimit,
+# fusermount3, age, ip (network namespaces).
+TEST_COMMANDS=(borg:borgbackup openssl:openssl setsid:util-linux fusermount3:fuse3 age:age ip:iproute2)

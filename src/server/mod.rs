@@ -241,13 +241,13 @@ async fn answer(state: &Arc<State>, peer: SocketAddr, request: Request) -> Respo
         protect::scrub_stack();
         response
     })
-        .await
-        .unwrap_or_else(|_| {
-            Response::error(
-                ErrorKind::Internal,
-                "internal error in credstore; its log has the details",
-            )
-        })
+    .await
+    .unwrap_or_else(|_| {
+        Response::error(
+            ErrorKind::Internal,
+            "internal error in credstore; its log has the details",
+        )
+    })
 }
 
 fn frame_error(err: &FrameError) -> Response {

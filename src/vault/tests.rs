@@ -490,7 +490,10 @@ fn binding_is_kept_refused_elsewhere_cleared_by_unbind_and_not_undone_by_replay(
 
     vault.bind_item(id, first).unwrap();
     vault.bind_item(id, first).unwrap();
-    assert!(matches!(vault.bind_item(id, second), Err(VaultError::PeerMismatch)));
+    assert!(matches!(
+        vault.bind_item(id, second),
+        Err(VaultError::PeerMismatch)
+    ));
     let vault = reopen(dir.path(), vault);
     assert_eq!(vault.item(id).unwrap().bound_peer, Some(first));
 

@@ -6,4 +6,5 @@ mod frames;
 mod lifecycle;
 mod memory;
 mod mount;
+mod production;
 mod support;
