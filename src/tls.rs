@@ -192,17 +192,89 @@ pub fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
+/// The daemon's certificate, which can be replaced while it runs (on
+/// SIGHUP): handshakes from then on use the new one, connections already
+/// open keep theirs.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    cert_file: std::path::PathBuf,
+    key_file: std::path::PathBuf,
+    current: std::sync::RwLock<Arc<rustls::sign::CertifiedKey>>,
+}
+
+impl ReloadableCert {
+    pub fn load(cert_file: &Path, key_file: &Path) -> Result<Self, TlsError> {
+        let current = std::sync::RwLock::new(Arc::new(certified_key(cert_file, key_file)?));
+        Ok(Self {
+            cert_file: cert_file.to_owned(),
+            key_file: key_file.to_owned(),
+            current,
+        })
+    }
+
+    /// Reads the certificate and key files again and takes them into use;
+    /// on any error the old certificate stays. Answers the new fingerprint.
+    pub fn reload(&self) -> Result<Fingerprint, TlsError> {
+        let key = certified_key(&self.cert_file, &self.key_file)?;
+        let fingerprint = Fingerprint::of(&key.cert[0]);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(key);
+        Ok(fingerprint)
+    }
+
+    pub fn fingerprint(&self) -> Fingerprint {
+        let current = self
+            .current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        Fingerprint::of(&current.cert[0])
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableCert {
+    fn resolve(
+        &self,
+        _hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(
+            self.current
+                .read()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone(),
+        )
+    }
+}
+
+fn certified_key(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<rustls::sign::CertifiedKey, TlsError> {
+    let certs = load_certs(cert_file)?;
+    let key = load_key(key_file)?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(key)
+        .map_err(|err| TlsError::Config(format!("{}: {err}", key_file.display())))?;
+    let certified = rustls::sign::CertifiedKey::new(certs, signing);
+    certified.keys_match().map_err(|_| {
+        TlsError::Config(format!(
+            "{} does not hold the key of {}",
+            key_file.display(),
+            cert_file.display()
+        ))
+    })?;
+    Ok(certified)
+}
+
 /// The daemon's TLS configuration: TLS 1.3 only, our ALPN name only.
-pub fn server_config(
-    certs: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<rustls::ServerConfig, TlsError> {
+pub fn server_config(cert: Arc<ReloadableCert>) -> Result<rustls::ServerConfig, TlsError> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|err| TlsError::Config(err.to_string()))?
         .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|err| TlsError::Config(err.to_string()))?;
+        .with_cert_resolver(cert);
     config.alpn_protocols = vec![ALPN.to_vec()];
     // Clients open one connection per command and never resume.
     config.send_tls13_tickets = 0;
@@ -338,7 +410,21 @@ mod tests {
 
         let certs = load_certs(&dir.path().join("cert.pem")).unwrap();
         assert_eq!(Fingerprint::of(&certs[0]), generated.fingerprint);
-        let key = load_key(&dir.path().join("key.pem")).unwrap();
-        server_config(certs, key).unwrap();
+        load_key(&dir.path().join("key.pem")).unwrap();
+        let cert = ReloadableCert::load(&dir.path().join("cert.pem"), &dir.path().join("key.pem"));
+        let cert = Arc::new(cert.unwrap());
+        assert_eq!(cert.fingerprint(), generated.fingerprint);
+        server_config(cert.clone()).unwrap();
+
+        let replaced = generate_cert(&["localhost".into()]).unwrap();
+        write_cert(dir.path(), &replaced, true).unwrap();
+        assert_eq!(cert.reload().unwrap(), replaced.fingerprint);
+        std::fs::write(dir.path().join("key.pem"), "not a key").unwrap();
+        assert!(cert.reload().is_err());
+        assert_eq!(
+            cert.fingerprint(),
+            replaced.fingerprint,
+            "a failed reload keeps the old one"
+        );
     }
 }

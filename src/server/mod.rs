@@ -26,7 +26,7 @@ use limits::{ConnectionLimiter, LogLimiter};
 use crate::protocol::{
     self, ALPN, ErrorKind, FrameError, FrameSeal, Request, Response, decode_payload, encode_frame,
 };
-use crate::tls;
+use crate::tls::{self, ReloadableCert};
 use crate::vault::Vault;
 
 /// How long a client may take to finish the TLS handshake.
@@ -43,6 +43,7 @@ pub struct Server {
     state: Arc<State>,
     connections: ConnectionLimiter,
     refusals: LogLimiter,
+    cert: Option<Arc<ReloadableCert>>,
 }
 
 impl Server {
@@ -52,10 +53,14 @@ impl Server {
         if production && config.tls.is_none() {
             bail!("production mode needs TLS; add a [tls] table with cert_file and key_file");
         }
-        let acceptor = match &config.tls {
-            Some(files) => Some(load_acceptor(files)?),
+        let cert = match &config.tls {
+            Some(files) => Some(Arc::new(ReloadableCert::load(
+                &files.cert_file,
+                &files.key_file,
+            )?)),
             None => None,
         };
+        let acceptor = cert.as_ref().map(load_acceptor).transpose()?;
         let vault = Vault::open(&config.storage_path).context("cannot open the vault")?;
         let listener = TcpListener::bind(config.listen_address)
             .await
@@ -68,7 +73,13 @@ impl Server {
             state,
             connections,
             refusals: LogLimiter::default(),
+            cert,
         })
+    }
+
+    /// The certificate, to reload on SIGHUP; `None` for plain TCP.
+    pub fn certificate(&self) -> Option<Arc<ReloadableCert>> {
+        self.cert.clone()
     }
 
     pub fn local_addr(&self) -> Result<SocketAddr> {
@@ -155,10 +166,8 @@ fn is_same_host(peer: IpAddr) -> bool {
     }
 }
 
-fn load_acceptor(files: &TlsFiles) -> Result<TlsAcceptor> {
-    let certs = tls::load_certs(&files.cert_file)?;
-    let key = tls::load_key(&files.key_file)?;
-    let config = tls::server_config(certs, key)?;
+fn load_acceptor(cert: &Arc<ReloadableCert>) -> Result<TlsAcceptor> {
+    let config = tls::server_config(cert.clone())?;
     Ok(TlsAcceptor::from(Arc::new(config)))
 }
 

@@ -274,3 +274,60 @@ fn production_refuses_memory_it_cannot_lock_unless_allowed() {
     );
     assert!(allowed.stderr.contains("can NOT be locked"), "{allowed:?}");
 }
+
+#[test]
+fn sighup_reloads_the_certificate_and_open_connections_go_on() {
+    use credstore::protocol::Response;
+    use std::io::Write;
+
+    let store = Store::start();
+    let mut open = crate::frames::connect_ours(&store);
+    let seal = crate::frames::seal(&mut open);
+
+    let out = store.dir.path().join("tls");
+    let replaced = crate::support::credstore(&[
+        "gen-cert",
+        "--host",
+        "127.0.0.1",
+        "--out",
+        out.to_str().unwrap(),
+        "--force",
+    ])
+    .ok();
+    let text = replaced.stdout_text();
+    let new = text
+        .lines()
+        .find_map(|line| line.strip_prefix("SHA-256 fingerprint: "))
+        .unwrap();
+    let pid = rustix::process::Pid::from_raw(store.child_pid() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::HUP).unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !store.log().contains("certificate reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", store.log());
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+
+    // The connection made before the reload is still served.
+    open.write_all(&crate::frames::info_frame(Some(&seal)))
+        .unwrap();
+    assert!(matches!(
+        crate::frames::read_response(&mut open),
+        Response::Info(_)
+    ));
+
+    // New connections present the new certificate.
+    let stale = store.admin(&["store", "info"], b"").fails_with(3);
+    assert!(stale.stderr.contains(new), "{stale:?}");
+    let port = store.port.to_string();
+    let args = [
+        "configure",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--fingerprint",
+        new,
+    ];
+    cred(&store.admin_dir(), &args, b"").ok();
+    store.admin(&["store", "info"], b"").ok();
+}

@@ -16,10 +16,10 @@ use rustls::{ClientConnection, StreamOwned};
 
 use crate::support::Store;
 
-type Tls = StreamOwned<ClientConnection, TcpStream>;
+pub(crate) type Tls = StreamOwned<ClientConnection, TcpStream>;
 
 /// A TLS connection offering `alpn`, trusting the store's pinned cert.
-fn connect(store: &Store, alpn: Option<&[u8]>) -> Tls {
+pub(crate) fn connect(store: &Store, alpn: Option<&[u8]>) -> Tls {
     let pinned = store.fingerprint.parse().unwrap();
     let mut config = tls::client_config(Arc::new(PinnedVerifier::new(Some(pinned)))).unwrap();
     config.alpn_protocols = alpn.map(|name| vec![name.to_vec()]).unwrap_or_default();
@@ -30,25 +30,25 @@ fn connect(store: &Store, alpn: Option<&[u8]>) -> Tls {
     StreamOwned::new(connection, tcp)
 }
 
-fn connect_ours(store: &Store) -> Tls {
+pub(crate) fn connect_ours(store: &Store) -> Tls {
     connect(store, Some(credstore::protocol::ALPN))
 }
 
 /// The frame key of a connection to our ALPN, completing its handshake.
-fn seal(stream: &mut Tls) -> FrameSeal {
+pub(crate) fn seal(stream: &mut Tls) -> FrameSeal {
     while stream.conn.is_handshaking() {
         stream.conn.complete_io(&mut stream.sock).unwrap();
     }
     FrameSeal::from_tls(&stream.conn).unwrap()
 }
 
-fn read_response(stream: &mut Tls) -> Response {
+pub(crate) fn read_response(stream: &mut Tls) -> Response {
     let seal = seal(stream);
     let mut payload = read_payload(stream).expect("the daemon answers");
     decode_payload(&mut payload, Some(&seal)).expect("the answer decodes")
 }
 
-fn info_frame(seal: Option<&FrameSeal>) -> Vec<u8> {
+pub(crate) fn info_frame(seal: Option<&FrameSeal>) -> Vec<u8> {
     let request = Request {
         auth: Auth::None,
         operation: Operation::Info,

@@ -61,9 +61,29 @@ fn serve(config_path: &std::path::Path, production: bool, allow_unlocked: bool) 
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let server = Server::bind(&config, production).await?;
+        if let Some(cert) = server.certificate() {
+            reload_on_hangup(cert)?;
+        }
         let shutdown = shutdown_signal()?;
         server.run(shutdown).await
     })
+}
+
+/// Reloads the certificate and key on every SIGHUP; a failed reload is
+/// logged and the old certificate kept.
+fn reload_on_hangup(cert: std::sync::Arc<tls::ReloadableCert>) -> Result<()> {
+    let mut hangup = signal(SignalKind::hangup()).context("cannot watch SIGHUP")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            match cert.reload() {
+                Ok(fingerprint) => info!(%fingerprint, "certificate reloaded"),
+                Err(err) => {
+                    tracing::error!(error = %err, "certificate not reloaded; keeping the old one")
+                }
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Completes on the first SIGINT or SIGTERM.
