@@ -43,7 +43,7 @@ admin=("$bin/cred" --config-dir "$work/admin" --passphrase-file "$work/pass")
 "${admin[@]}" configure --host 127.0.0.1 --port "$port" --fingerprint "$fingerprint" > /dev/null
 "${admin[@]}" store unlock > /dev/null
 item=$(printf 'borg-passphrase' | "${admin[@]}" item create -d bench --value-stdin)
-client=$("${admin[@]}" client create -d bench --json)
+client=$("${admin[@]}" client create -d bench --grant "$item" --json)
 client_id=$(printf '%s' "$client" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
 host=("$bin/cred" --config-dir "$work/host")
 "${host[@]}" configure --host 127.0.0.1 --port "$port" --fingerprint "$fingerprint" > /dev/null

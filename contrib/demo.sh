@@ -69,7 +69,7 @@ echo "item $item"
 "${admin[@]}" item list
 
 say "creating client credentials for the backup host and logging in with them"
-client=$("${admin[@]}" client create -d "demo backup host" --json)
+client=$("${admin[@]}" client create -d "demo backup host" --grant "$item" --json)
 client_id=$(printf '%s' "$client" | sed -n 's/.*"id":"\([^"]*\)".*/\1/p')
 "${host[@]}" configure --host 127.0.0.1 --port "$port" --fingerprint "$fingerprint" >/dev/null
 printf '%s' "$client" | sed -n 's/.*"secret":"\([^"]*\)".*/\1/p' |

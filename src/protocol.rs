@@ -86,6 +86,17 @@ pub enum Operation {
     },
     ClientCreate {
         description: String,
+        grants: Vec<Uuid>,
+    },
+    /// Lets a client read more items.
+    ClientGrant {
+        id: Uuid,
+        items: Vec<Uuid>,
+    },
+    /// Stops a client from reading items.
+    ClientRevoke {
+        id: Uuid,
+        items: Vec<Uuid>,
     },
     ClientList,
     ClientDelete {
@@ -109,6 +120,8 @@ impl Operation {
             Self::ItemUnbind { .. } => "item-unbind",
             Self::ItemDelete { .. } => "item-delete",
             Self::ClientCreate { .. } => "client-create",
+            Self::ClientGrant { .. } => "client-grant",
+            Self::ClientRevoke { .. } => "client-revoke",
             Self::ClientList => "client-list",
             Self::ClientDelete { .. } => "client-delete",
         }
@@ -181,6 +194,8 @@ pub struct ClientSummary {
     pub id: Uuid,
     pub description: String,
     pub created: u64,
+    /// The items the client may read.
+    pub grants: Vec<Uuid>,
 }
 
 /// The kinds of failure a response reports.

@@ -166,7 +166,14 @@ impl State {
     fn read_checked(&self, auth: &Auth, id: Uuid, peer: IpAddr) -> Result<SecretBytes, VaultError> {
         let vault = self.read();
         let caller = authenticate(&vault, auth)?;
-        if !self.production || !matches!(caller, Caller::Client(_)) {
+        let Caller::Client(client) = caller else {
+            return vault.read_item(id);
+        };
+        // Same answer as for an item that does not exist.
+        if !vault.is_granted(client, id)? {
+            return Err(VaultError::NotFound { kind: "item", id });
+        }
+        if !self.production {
             return vault.read_item(id);
         }
         let peer = peer.to_canonical();
@@ -212,10 +219,23 @@ impl State {
                 info!(count = ids.len(), "items deleted");
                 Response::Done
             }
-            Operation::ClientCreate { description } => {
-                let (id, secret) = vault.create_client(&description)?;
-                info!(%id, "client created");
+            Operation::ClientCreate {
+                description,
+                grants,
+            } => {
+                let (id, secret) = vault.create_client(&description, &grants)?;
+                info!(%id, grants = grants.len(), "client created");
                 Response::ClientCreated { id, secret }
+            }
+            Operation::ClientGrant { id, items } => {
+                vault.set_grants(id, &items, true)?;
+                info!(%id, items = items.len(), "items granted");
+                Response::Done
+            }
+            Operation::ClientRevoke { id, items } => {
+                vault.set_grants(id, &items, false)?;
+                info!(%id, items = items.len(), "grants revoked");
+                Response::Done
             }
             Operation::ClientList => {
                 let listing = vault.list_clients()?;
@@ -226,6 +246,7 @@ impl State {
                         id: client.id,
                         description: client.description,
                         created: client.created,
+                        grants: client.grants,
                     })
                     .collect();
                 Response::Clients {

@@ -19,8 +19,13 @@ use crate::secret::SecretBytes;
 impl Vault {
     /// Creates a client credential and answers its id and secret; the
     /// secret is shown only this once.
-    pub fn create_client(&mut self, description: &str) -> Result<(Uuid, SecretBytes), VaultError> {
+    pub fn create_client(
+        &mut self,
+        description: &str,
+        grants: &[Uuid],
+    ) -> Result<(Uuid, SecretBytes), VaultError> {
         check_description(description)?;
+        self.check_items_exist(grants)?;
         let keys = self.keys()?;
         let id = Uuid::new_v4();
         let secret = new_client_secret();
@@ -31,6 +36,7 @@ impl Vault {
             secret_mac: keys
                 .records
                 .client(|key| records::client_secret_mac(key, id, secret.expose()))?,
+            grants: grants.iter().copied().collect(),
         };
         let bytes = keys.records.metadata(|key| records::seal(&record, key))?;
         storage::write_atomic(&self.clients_dir(), &record_file(id), &bytes)?;
@@ -48,6 +54,7 @@ impl Vault {
                     id: client.id,
                     description: client.description,
                     created: client.created,
+                    grants: client.grants.into_iter().collect(),
                 }),
                 Err(err) => {
                     warn!(error = %err, "skipping a damaged client record");
@@ -76,6 +83,46 @@ impl Vault {
             storage::remove_durable(&self.clients_dir(), &record_file(*id))?;
         }
         Ok(())
+    }
+
+    /// Lets `client` read `items` (all must exist), or with `grant` false
+    /// stops it from reading them.
+    pub fn set_grants(
+        &mut self,
+        client: Uuid,
+        items: &[Uuid],
+        grant: bool,
+    ) -> Result<(), VaultError> {
+        if grant {
+            self.check_items_exist(items)?;
+        }
+        let mut record = self.client(client)?;
+        for item in items {
+            if grant {
+                record.grants.insert(*item);
+            } else {
+                record.grants.remove(item);
+            }
+        }
+        let keys = self.keys()?;
+        let bytes = keys.records.metadata(|key| records::seal(&record, key))?;
+        storage::write_atomic(&self.clients_dir(), &record_file(client), &bytes)
+    }
+
+    /// Whether `client` was granted `item`.
+    pub fn is_granted(&self, client: Uuid, item: Uuid) -> Result<bool, VaultError> {
+        Ok(self.client(client)?.grants.contains(&item))
+    }
+
+    fn check_items_exist(&self, items: &[Uuid]) -> Result<(), VaultError> {
+        let manifest = &self.keys()?.manifest;
+        match items.iter().find(|item| !manifest.items.contains_key(item)) {
+            Some(item) => Err(VaultError::NotFound {
+                kind: "item",
+                id: *item,
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Checks a client's secret; a missing client and a wrong secret give

@@ -128,6 +128,7 @@ pub struct ClientInfo {
     pub id: Uuid,
     pub description: String,
     pub created: u64,
+    pub grants: Vec<Uuid>,
 }
 
 /// A listing, with the names of records that failed their checks.

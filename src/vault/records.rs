@@ -1,6 +1,7 @@
 //! Metadata records of items and clients, and the HMAC tag that binds each
 //! record to its contents and to the id in its file name.
 
+use std::collections::BTreeSet;
 use std::net::IpAddr;
 
 use serde::de::DeserializeOwned;
@@ -50,6 +51,9 @@ pub struct ClientRecord {
     pub description: String,
     pub created: u64,
     pub secret_mac: String,
+    /// The items this client may read; none until granted.
+    #[serde(default)]
+    pub grants: BTreeSet<Uuid>,
 }
 
 /// A record as stored: the record and its tag.

@@ -279,7 +279,7 @@ fn replayed_older_record_is_refused() {
 #[test]
 fn a_deleted_clients_record_put_back_stays_revoked() {
     let (dir, mut vault) = unlocked_vault();
-    let (id, secret) = vault.create_client("revoked").unwrap();
+    let (id, secret) = vault.create_client("revoked", &[]).unwrap();
     let record_path = dir.path().join(CLIENTS_DIR).join(record_file(id));
     let saved = fs::read(&record_path).unwrap();
     vault.delete_clients(&[id]).unwrap();
@@ -403,7 +403,7 @@ fn interrupted_write_leaves_items_intact() {
 #[test]
 fn clients_verify_and_revoke() {
     let (_dir, mut vault) = unlocked_vault();
-    let (id, secret) = vault.create_client("host1").unwrap();
+    let (id, secret) = vault.create_client("host1", &[]).unwrap();
     vault.verify_client(id, &secret).unwrap();
     let wrong = value(b"guess");
     assert!(matches!(
@@ -433,7 +433,7 @@ fn clients_verify_and_revoke() {
 #[test]
 fn client_secret_is_not_stored() {
     let (dir, mut vault) = unlocked_vault();
-    let (id, secret) = vault.create_client("host1").unwrap();
+    let (id, secret) = vault.create_client("host1", &[]).unwrap();
     let stored = fs::read(dir.path().join(CLIENTS_DIR).join(record_file(id))).unwrap();
     let text = String::from_utf8(stored).unwrap();
     assert!(!text.contains(std::str::from_utf8(secret.expose()).unwrap()));
@@ -510,4 +510,24 @@ fn binding_is_kept_refused_elsewhere_cleared_by_unbind_and_not_undone_by_replay(
     vault.unbind_item(id).unwrap();
     vault.bind_item(id, second).unwrap();
     assert_eq!(vault.item(id).unwrap().bound_peer, Some(second));
+}
+
+#[test]
+fn grants_are_checked_added_and_revoked() {
+    let (_dir, mut vault) = unlocked_vault();
+    let item = vault.create_item("granted", &value(b"v")).unwrap();
+    let other = vault.create_item("other", &value(b"w")).unwrap();
+    assert!(matches!(
+        vault.create_client("bad", &[Uuid::new_v4()]),
+        Err(VaultError::NotFound { .. })
+    ));
+    let (client, _) = vault.create_client("host", &[item]).unwrap();
+    assert!(vault.is_granted(client, item).unwrap());
+    assert!(!vault.is_granted(client, other).unwrap());
+
+    vault.set_grants(client, &[other], true).unwrap();
+    assert!(vault.is_granted(client, other).unwrap());
+    vault.set_grants(client, &[item], false).unwrap();
+    assert!(!vault.is_granted(client, item).unwrap());
+    assert_eq!(vault.list_clients().unwrap().entries[0].grants, vec![other]);
 }

@@ -454,3 +454,39 @@ fn one_address_cannot_hold_every_connection() {
     std::thread::sleep(std::time::Duration::from_millis(200));
     store.admin(&["store", "info"], b"").ok();
 }
+
+#[test]
+fn a_client_reads_only_what_it_was_granted() {
+    let store = Store::start();
+    store.unlock();
+    let granted = store.create_item("granted", b"yes");
+    let (host, client, _) = store.host("host1");
+    let other = store.create_item("not granted", b"no");
+
+    assert_eq!(
+        cred(&host, &["item", "read", &granted], b"").ok().stdout,
+        b"yes"
+    );
+    let refused = cred(&host, &["item", "read", &other], b"").fails_with(4);
+    let missing = cred(&host, &["item", "read", NO_SUCH_ITEM], b"").fails_with(4);
+    assert_eq!(
+        refused.stderr, missing.stderr,
+        "a grant must not reveal that an item exists"
+    );
+
+    store.admin(&["client", "grant", &client, &other], b"").ok();
+    assert_eq!(
+        cred(&host, &["item", "read", &other], b"").ok().stdout,
+        b"no"
+    );
+    store
+        .admin(&["client", "revoke", &client, &granted], b"")
+        .ok();
+    cred(&host, &["item", "read", &granted], b"").fails_with(4);
+    let listed = store.admin(&["client", "list", "--json"], b"").ok();
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    assert_eq!(listed[0]["grants"], serde_json::json!([other]));
+    store
+        .admin(&["client", "grant", &client, NO_SUCH_ITEM], b"")
+        .fails_with(6);
+}

@@ -460,6 +460,15 @@ fn no_value_is_left_in_the_mount_after_its_ttl() {
     let s = setup();
     let value = format!("mount-scan-{}", hex::encode(rand::random::<[u8; 12]>()));
     let item = s.store.create_item("scanned", value.as_bytes());
+    let clients = s
+        .store
+        .admin(&["client", "list", "-q"], b"")
+        .ok()
+        .stdout_text();
+    let client = clients.lines().next().unwrap().to_owned();
+    s.store
+        .admin(&["client", "grant", &client, &item], b"")
+        .ok();
     let point = s.store.dir.path().join("mnt");
     let file = format!("secret={item}");
     let mount = Mounted::start(&s.host, &point, &["--file", &file, "--ttl", "6"]);
@@ -475,7 +484,8 @@ fn no_value_is_left_in_the_mount_after_its_ttl() {
          which the scan can read as root)"
     );
 
-    eprintln!("scan took {:?}", started.elapsed());
+    // The TTL of 6 s leaves the scan above ample time; after it, and the
+    // sweeper's quarter second, the value must be gone.
     thread::sleep(Duration::from_millis(6800).saturating_sub(started.elapsed()));
     let secret = fs::read_to_string(s.host.join("config.toml")).unwrap();
     let secret = secret

@@ -246,14 +246,10 @@ fn items_bind_to_their_first_reader_until_unbound() {
         b"v1",
     );
     let item = created.ok().stdout_text().trim().to_owned();
-    let client = admin(
-        &store,
-        &first,
-        &admin_dir,
-        &["client", "create", "-d", "hosts", "--json"],
-        b"",
-    )
-    .ok();
+    let create = [
+        "client", "create", "-d", "hosts", "--json", "--grant", &item,
+    ];
+    let client = admin(&store, &first, &admin_dir, &create, b"").ok();
     let client: serde_json::Value = serde_json::from_slice(&client.stdout).unwrap();
     let (id, secret) = (
         client["id"].as_str().unwrap(),

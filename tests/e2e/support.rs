@@ -172,12 +172,16 @@ impl Store {
         run.stdout_text().trim().to_owned()
     }
 
-    /// Creates a client and logs a new host config directory in with it;
-    /// answers the directory, the client id and its secret.
+    /// Creates a client granted every item there is now, and logs a new
+    /// host config directory in with it; answers the directory, the client
+    /// id and its secret.
     pub fn host(&self, name: &str) -> (PathBuf, String, String) {
-        let run = self
-            .admin(&["client", "create", "-d", name, "--json"], b"")
-            .ok();
+        let items = self.admin(&["item", "list", "-q"], b"").stdout_text();
+        let mut args = vec!["client", "create", "-d", name, "--json"];
+        for item in items.lines() {
+            args.extend(["--grant", item]);
+        }
+        let run = self.admin(&args, b"").ok();
         let created: serde_json::Value = serde_json::from_slice(&run.stdout).unwrap();
         let id = created["id"].as_str().unwrap().to_owned();
         let secret = created["secret"].as_str().unwrap().to_owned();

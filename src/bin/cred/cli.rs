@@ -222,6 +222,9 @@ pub(crate) enum ClientCommand {
         /// Which host or service the client is for
         #[arg(short, long)]
         description: String,
+        /// An item the client may read (repeatable); without any it reads nothing
+        #[arg(long = "grant", value_name = "ITEM")]
+        grants: Vec<Uuid>,
         /// Print JSON with id and secret
         #[arg(long)]
         json: bool,
@@ -234,6 +237,18 @@ pub(crate) enum ClientCommand {
         /// Print JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Let a client read items
+    Grant {
+        id: Uuid,
+        #[arg(required = true, value_name = "ITEM")]
+        items: Vec<Uuid>,
+    },
+    /// Stop a client from reading items
+    Revoke {
+        id: Uuid,
+        #[arg(required = true, value_name = "ITEM")]
+        items: Vec<Uuid>,
     },
     /// Delete clients; their credentials stop working at once
     Delete {

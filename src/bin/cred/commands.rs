@@ -321,8 +321,15 @@ fn item(session: &Session, command: ItemCommand) -> Result<()> {
 
 fn client(session: &Session, command: ClientCommand) -> Result<()> {
     match command {
-        ClientCommand::Create { description, json } => {
-            let operation = Operation::ClientCreate { description };
+        ClientCommand::Create {
+            description,
+            grants,
+            json,
+        } => {
+            let operation = Operation::ClientCreate {
+                description,
+                grants,
+            };
             let Response::ClientCreated { id, secret } =
                 session.call(session.admin()?, operation)?
             else {
@@ -368,6 +375,12 @@ fn client(session: &Session, command: ClientCommand) -> Result<()> {
                 print_table(&["ID", "CREATED", "DESCRIPTION"], rows)?;
             }
             fail_if_damaged(&damaged)?;
+        }
+        ClientCommand::Grant { id, items } => {
+            expect_done(session.call(session.admin()?, Operation::ClientGrant { id, items })?)?;
+        }
+        ClientCommand::Revoke { id, items } => {
+            expect_done(session.call(session.admin()?, Operation::ClientRevoke { id, items })?)?;
         }
         ClientCommand::Delete { ids, yes } => {
             input::confirm(&format!("delete {} client(s)", ids.len()), yes)?;
