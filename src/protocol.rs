@@ -80,6 +80,10 @@ pub enum Operation {
     ItemDelete {
         ids: Vec<Uuid>,
     },
+    /// Sets the recovery recipient and re-encrypts every value to it.
+    SetRecoveryRecipient {
+        recipient: String,
+    },
     /// Clears an item's binding to its first reader's address; admin only.
     ItemUnbind {
         id: Uuid,
@@ -118,6 +122,7 @@ impl Operation {
             Self::ItemRead { .. } => "item-read",
             Self::ItemReadGeneration { .. } => "item-read-generation",
             Self::ItemUnbind { .. } => "item-unbind",
+            Self::SetRecoveryRecipient { .. } => "set-recovery-recipient",
             Self::ItemDelete { .. } => "item-delete",
             Self::ClientCreate { .. } => "client-create",
             Self::ClientGrant { .. } => "client-grant",
@@ -155,6 +160,10 @@ pub enum Response {
     Clients {
         clients: Vec<ClientSummary>,
         damaged: Vec<String>,
+    },
+    /// How many value files were re-encrypted.
+    Reencrypted {
+        values: u64,
     },
     Error {
         kind: ErrorKind,

@@ -259,6 +259,11 @@ impl State {
                 info!(count = ids.len(), "clients deleted");
                 Response::Done
             }
+            Operation::SetRecoveryRecipient { recipient } => {
+                let values = vault.set_recovery_recipient(&recipient)? as u64;
+                info!(values, "values re-encrypted to the new recovery recipient");
+                Response::Reencrypted { values }
+            }
             Operation::ItemUnbind { id } => {
                 vault.unbind_item(id)?;
                 info!(%id, "item unbound");

@@ -211,18 +211,19 @@ impl Vault {
         self.commit_item(&mut record)
     }
 
-    fn write_value(
+    pub(super) fn write_value(
         &self,
         id: Uuid,
         generation: u64,
         value: &SecretBytes,
     ) -> Result<(), VaultError> {
         let keys = self.keys()?;
-        let encrypted = encrypt(&keys.recipient, value)?;
+        let recovery = self.recovery_recipient()?;
+        let encrypted = encrypt(&keys.recipient, recovery.as_ref(), value)?;
         storage::write_atomic(&self.items_dir(), &value_file(id, generation), &encrypted)
     }
 
-    fn read_value(
+    pub(super) fn read_value(
         &self,
         record: &ItemRecord,
         generation: u64,
@@ -266,9 +267,15 @@ pub(super) fn value_file(id: Uuid, generation: u64) -> String {
     format!("{id}.{generation}.age")
 }
 
-fn encrypt(recipient: &age::x25519::Recipient, value: &SecretBytes) -> Result<Vec<u8>, VaultError> {
+fn encrypt(
+    primary: &age::x25519::Recipient,
+    recovery: Option<&age::x25519::Recipient>,
+    value: &SecretBytes,
+) -> Result<Vec<u8>, VaultError> {
     let failed = |_| VaultError::Internal("age encryption failed".into());
-    let encryptor = age::Encryptor::with_recipients(iter::once(recipient as &dyn age::Recipient))
+    let recipients = iter::once(primary as &dyn age::Recipient)
+        .chain(recovery.map(|recipient| recipient as &dyn age::Recipient));
+    let encryptor = age::Encryptor::with_recipients(recipients)
         .map_err(|_| VaultError::Internal("age refused the recipient".into()))?;
     let mut encrypted = Vec::with_capacity(value.len() + 256);
     let mut writer = encryptor.wrap_output(&mut encrypted).map_err(failed)?;

@@ -7,7 +7,8 @@
 //! VERSION               format version, "1"; written last at initialisation
 //! .lock                 flock held by the daemon that has the vault open
 //! identity.json         age identity sealed under the passphrase-derived key
-//! manifest.json         every item with its generation, and every client; HMAC-tagged
+//! manifest.json         every item with its record revision, and every client; HMAC-tagged
+//! recovery.json         the recovery recipient, if set; HMAC-tagged
 //! items/ID.json         item metadata, HMAC-tagged
 //! items/ID.GEN.age      one generation of the item's value, an age file
 //! clients/ID.json       client record with a keyed hash of its secret
@@ -23,6 +24,7 @@ mod items;
 mod keys;
 mod manifest;
 mod records;
+mod recovery;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -56,6 +58,7 @@ pub const MAX_DESCRIPTION_LEN: usize = 1024;
 const VERSION_FILE: &str = "VERSION";
 const IDENTITY_FILE: &str = "identity.json";
 const MANIFEST_FILE: &str = "manifest.json";
+const RECOVERY_FILE: &str = "recovery.json";
 const ITEMS_DIR: &str = "items";
 const CLIENTS_DIR: &str = "clients";
 

@@ -7,4 +7,5 @@ mod lifecycle;
 mod memory;
 mod mount;
 mod production;
+mod recovery;
 mod support;

@@ -149,6 +149,27 @@ pub(crate) enum StoreCommand {
     Unlock,
     /// Lock the store: nothing can be read until it is unlocked again
     Lock,
+    /// Make a recovery identity here and encrypt every value to it as well
+    RecoveryRecipient {
+        /// Write the identity to FILE (mode 0600) instead of showing it
+        #[arg(long, value_name = "FILE")]
+        identity_out: Option<PathBuf>,
+        /// Do not ask for confirmation
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Write every item, values included, to a JSON file (mode 0600)
+    Export {
+        /// The file to write; it must not exist
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// Indent the JSON
+        #[arg(long)]
+        pretty: bool,
+        /// Do not ask for the two confirmations
+        #[arg(long)]
+        yes: bool,
+    },
 }
 
 #[derive(Debug, Args)]

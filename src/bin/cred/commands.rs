@@ -20,7 +20,7 @@ use crate::output::{print_table, sanitize};
 
 /// What every command needs: where the config is and how to get the
 /// admin passphrase.
-struct Session {
+pub(crate) struct Session {
     dir: PathBuf,
     passphrase: PassphraseArgs,
 }
@@ -58,13 +58,13 @@ impl Session {
     }
 
     /// Sends one request over a new connection.
-    fn call(&self, auth: Auth, operation: Operation) -> Result<Response> {
+    pub(crate) fn call(&self, auth: Auth, operation: Operation) -> Result<Response> {
         let config = self.config()?;
         let mut connection = self.connect(&config)?;
         Ok(connection.call(&Request { auth, operation })?)
     }
 
-    fn admin(&self) -> Result<Auth> {
+    pub(crate) fn admin(&self) -> Result<Auth> {
         Ok(Auth::Admin {
             passphrase: input::passphrase(&self.passphrase, false)?,
         })
@@ -255,6 +255,14 @@ fn store(session: &Session, command: StoreCommand) -> Result<()> {
             expect_done(session.call(session.admin()?, Operation::Lock)?)?;
             println!("locked");
         }
+        StoreCommand::RecoveryRecipient { identity_out, yes } => {
+            crate::recovery::set_recipient(session, identity_out.as_deref(), yes)?
+        }
+        StoreCommand::Export {
+            output,
+            pretty,
+            yes,
+        } => crate::recovery::export(session, &output, pretty, yes)?,
     }
     Ok(())
 }

@@ -5,6 +5,7 @@ mod commands;
 mod input;
 mod mount;
 mod output;
+mod recovery;
 
 use std::process::ExitCode;
 
