@@ -342,3 +342,108 @@ fn plain_tcp_to_a_production_store_fails() {
     let run = store.cred(&client, &dir, &args, b"").fails_with(3);
     assert!(run.stderr.contains("speaks TLS"), "{run:?}");
 }
+
+/// Median of `durations` in milliseconds.
+fn median_ms(mut durations: Vec<std::time::Duration>) -> f64 {
+    durations.sort();
+    durations[durations.len() / 2].as_secs_f64() * 1000.0
+}
+
+#[test]
+fn a_slow_loris_and_a_password_flood_do_not_stop_legitimate_reads() {
+    use std::time::{Duration, Instant};
+
+    if !netns_available() {
+        return;
+    }
+    let store = ProductionStore::start();
+    let attacker = Netns::new("attacker");
+    let legit = Netns::new("legit");
+    link(&store.ns, &attacker, "10.80.1");
+    link(&store.ns, &legit, "10.80.2");
+
+    let admin_dir = store.config_dir("admin");
+    store.configure(&legit, &admin_dir, "10.80.2.1").ok();
+    admin(&store, &legit, &admin_dir, &["store", "unlock"], b"").ok();
+    let item = admin(
+        &store,
+        &legit,
+        &admin_dir,
+        &["item", "create", "-d", "x", "--value-stdin"],
+        b"v",
+    )
+    .ok()
+    .stdout_text()
+    .trim()
+    .to_owned();
+    let read_args = ["item", "read", item.as_str()];
+    let read = |dir: &Path| {
+        let started = Instant::now();
+        admin(&store, &legit, dir, &read_args, b"").ok();
+        started.elapsed()
+    };
+    let quiet: Vec<Duration> = (0..10).map(|_| read(&admin_dir)).collect();
+
+    // Slow loris: 40 connections from the attacker, one byte a second.
+    let port = store.port;
+    let loris = format!(
+        "import socket, time\nsocks = []\nfor _ in range(40):\n    try:\n        \
+         socks.append(socket.create_connection(('10.80.1.1', {port}), timeout=2))\n    \
+         except OSError:\n        pass\nfor _ in range(6):\n    for s in socks:\n        \
+         try:\n            s.send(b'\\x16')\n        except OSError:\n            pass\n    \
+         time.sleep(1)\n"
+    );
+    let mut slow = attacker.command("python3");
+    let mut slow = slow.arg("-c").arg(loris).spawn().unwrap();
+
+    // A flood of wrong admin passphrases from the same attacker address.
+    let wrong = store.dir.path().join("wrong");
+    fs::write(&wrong, "guess").unwrap();
+    let flood_dir = store.config_dir("flood");
+    store.configure(&attacker, &flood_dir, "10.80.1.1").ok();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let attempts = std::sync::Arc::new(AtomicU32::new(0));
+    let flood = {
+        let (stop, attempts, wrong) = (stop.clone(), attempts.clone(), wrong.clone());
+        let mut base = attacker.command(CRED);
+        base.arg("--config-dir").arg(&flood_dir);
+        let program: Vec<String> = base
+            .get_args()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect();
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                let mut command = Command::new("ip");
+                command
+                    .args(&program)
+                    .arg("--passphrase-file")
+                    .arg(&wrong)
+                    .args(["item", "list"]);
+                let _ = command.output();
+                attempts.fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    std::thread::sleep(Duration::from_millis(500));
+    let attacked: Vec<Duration> = (0..10).map(|_| read(&admin_dir)).collect();
+    stop.store(true, Ordering::Relaxed);
+    flood.join().unwrap();
+    let _ = slow.kill();
+    let _ = slow.wait();
+
+    eprintln!(
+        "legitimate admin read median: {:.1} ms quiet, {:.1} ms during a 40-connection slow \
+         loris and {} wrong passphrases",
+        median_ms(quiet),
+        median_ms(attacked),
+        attempts.load(Ordering::Relaxed)
+    );
+    assert!(
+        store
+            .log()
+            .contains("this address is refused until its window ends"),
+        "{}",
+        store.log()
+    );
+}
