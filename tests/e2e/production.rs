@@ -404,7 +404,7 @@ fn a_slow_loris_and_a_password_flood_do_not_stop_legitimate_reads() {
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let attempts = std::sync::Arc::new(AtomicU32::new(0));
     let flood = {
-        let (stop, attempts, wrong) = (stop.clone(), attempts.clone(), wrong.clone());
+        let (stop, attempts) = (stop.clone(), attempts.clone());
         let mut base = attacker.command(CRED);
         base.arg("--config-dir").arg(&flood_dir);
         let program: Vec<String> = base
