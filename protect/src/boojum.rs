@@ -63,21 +63,21 @@ impl Boojum {
     /// wiped on return.
     pub fn with_key<R>(&self, use_key: impl FnOnce(&[u8; KEY_LEN]) -> R) -> Result<R, AllocError> {
         let scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
-        {
-            let partitions = self
-                .partitions
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let hx = partitions.x.with(hash);
-            partitions.y.with(|y| {
-                scratch.with_mut(|k| {
+        // One open window of the scratch buffer for both the rebuild and
+        // the use: each window costs two mprotect calls.
+        Ok(scratch.with_mut(|k| {
+            {
+                let partitions = self
+                    .partitions
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner);
+                let hx = partitions.x.with(hash);
+                partitions.y.with(|y| {
                     for i in 0..KEY_LEN {
                         k[i] = hx[i] ^ y[i];
                     }
-                })
-            });
-        }
-        Ok(scratch.with_mut(|k| {
+                });
+            }
             let result = use_key((&*k).try_into().expect("the key buffer is 32 bytes"));
             k.fill(0);
             result

@@ -81,20 +81,24 @@ impl Sealed {
     pub fn with<R>(&self, use_it: impl FnOnce(&[u8]) -> R) -> Result<R, AllocError> {
         let scratch = self.scratch.lock().unwrap_or_else(PoisonError::into_inner);
         let (sealed, tag) = self.ciphertext.split_at(self.len());
-        let opened = self.key.0.with_key(|k| {
-            let cipher = XChaCha20Poly1305::new(k.into());
-            scratch.with_mut(|out| {
-                out.copy_from_slice(sealed);
+        scratch.with_mut(|out| {
+            out.copy_from_slice(sealed);
+            let opened = self.key.0.with_key(|k| {
                 let tag = chacha20poly1305::Tag::from_slice(tag);
-                cipher.decrypt_in_place_detached(XNonce::from_slice(&self.nonce), b"", out, tag)
-            })
-        })?;
-        opened.map_err(|_| AllocError)?;
-        Ok(scratch.with_mut(|out| {
-            let result = use_it(out);
+                XChaCha20Poly1305::new(k.into()).decrypt_in_place_detached(
+                    XNonce::from_slice(&self.nonce),
+                    b"",
+                    out,
+                    tag,
+                )
+            });
+            let result = match opened {
+                Ok(Ok(())) => Ok(use_it(out)),
+                _ => Err(AllocError),
+            };
             out.fill(0);
             result
-        }))
+        })
     }
 }
 

@@ -165,20 +165,21 @@ impl State {
     /// after that. Admin reads are never bound.
     fn read_checked(&self, auth: &Auth, id: Uuid, peer: IpAddr) -> Result<SecretBytes, VaultError> {
         let vault = self.read();
-        let caller = authenticate(&vault, auth)?;
-        let Caller::Client(client) = caller else {
+        let Auth::Client { id: client, secret } = auth else {
+            authenticate(&vault, auth)?;
             return vault.read_item(id);
         };
         // Same answer as for an item that does not exist.
-        if !vault.is_granted(client, id)? {
+        if !vault.verify_client_grant(*client, secret, id)? {
             return Err(VaultError::NotFound { kind: "item", id });
         }
+        let record = vault.item(id)?;
         if !self.production {
-            return vault.read_item(id);
+            return vault.read_current(&record);
         }
         let peer = peer.to_canonical();
-        match vault.item(id)?.bound_peer {
-            Some(bound) if bound == peer => vault.read_item(id),
+        match record.bound_peer {
+            Some(bound) if bound == peer => vault.read_current(&record),
             Some(_) => Err(VaultError::PeerMismatch),
             None => {
                 drop(vault);

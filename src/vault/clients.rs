@@ -128,17 +128,32 @@ impl Vault {
     /// Checks a client's secret; a missing client and a wrong secret give
     /// the same error, so that callers cannot probe for ids.
     pub fn verify_client(&self, id: Uuid, secret: &SecretBytes) -> Result<(), VaultError> {
+        self.checked_client(id, secret).map(|_| ())
+    }
+
+    /// Checks a client's secret and answers whether it was granted `item`,
+    /// reading its record once.
+    pub fn verify_client_grant(
+        &self,
+        id: Uuid,
+        secret: &SecretBytes,
+        item: Uuid,
+    ) -> Result<bool, VaultError> {
+        Ok(self.checked_client(id, secret)?.grants.contains(&item))
+    }
+
+    fn checked_client(&self, id: Uuid, secret: &SecretBytes) -> Result<ClientRecord, VaultError> {
         let keys = self.keys()?;
-        let expected = match self.client(id) {
-            Ok(record) => record.secret_mac,
+        let record = match self.client(id) {
+            Ok(record) => record,
             Err(VaultError::NotFound { .. }) => return Err(VaultError::BadClientCredentials),
             Err(err) => return Err(err),
         };
         let actual = keys
             .records
             .client(|key| records::client_secret_mac(key, id, secret.expose()))?;
-        if bool::from(actual.as_bytes().ct_eq(expected.as_bytes())) {
-            Ok(())
+        if bool::from(actual.as_bytes().ct_eq(record.secret_mac.as_bytes())) {
+            Ok(record)
         } else {
             Err(VaultError::BadClientCredentials)
         }

@@ -111,8 +111,12 @@ impl Vault {
 
     /// The current value of an item, checked against its keyed checksum.
     pub fn read_item(&self, id: Uuid) -> Result<SecretBytes, VaultError> {
-        let record = self.item(id)?;
-        self.read_value(&record, record.generation, &record.value_mac)
+        self.read_current(&self.item(id)?)
+    }
+
+    /// The current value of the item whose checked record is `record`.
+    pub fn read_current(&self, record: &ItemRecord) -> Result<SecretBytes, VaultError> {
+        self.read_value(record, record.generation, &record.value_mac)
     }
 
     /// A previous value of an item, from its history.
