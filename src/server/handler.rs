@@ -71,12 +71,10 @@ impl State {
 
         let (caller, outcome) = self.dispatch(peer.ip(), request);
         match &outcome {
-            Ok(_) => {
-                if checks_credentials {
-                    self.failures.succeeded(peer.ip());
-                }
-                debug!(%peer, operation, ?caller, "served");
-            }
+            // A success does not clear the failures: a host holding valid
+            // client credentials must not reset the count of its guesses
+            // at the admin passphrase. They expire with their window.
+            Ok(_) => debug!(%peer, operation, ?caller, "served"),
             Err(err) if is_auth_failure(err) => {
                 let recorded = self.failures.failed(peer.ip(), Instant::now());
                 log_auth_failure(peer, operation, caller, recorded);
@@ -312,6 +310,9 @@ fn authenticate(vault: &Vault, auth: &Auth) -> Result<Caller, VaultError> {
 }
 
 fn authorize_admin(vault: &Vault, auth: &Auth) -> Result<(), VaultError> {
+    if matches!(auth, Auth::None) && !vault.is_locked() {
+        return Err(VaultError::AdminOnly);
+    }
     match authenticate(vault, auth)? {
         Caller::Admin => Ok(()),
         _ => Err(VaultError::AdminOnly),

@@ -74,14 +74,6 @@ impl AuthLimiter {
             _ => Recorded::Counted,
         }
     }
-
-    /// A successful authentication clears the address's failures.
-    pub fn succeeded(&self, peer: IpAddr) {
-        self.failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&peer);
-    }
 }
 
 /// Drops expired windows, or else the oldest quarter of the table.
@@ -171,17 +163,6 @@ mod tests {
             "other addresses are not affected"
         );
         assert!(limiter.check(ip(1), start + FAILURE_WINDOW).is_ok());
-    }
-
-    #[test]
-    fn success_clears_failures() {
-        let limiter = AuthLimiter::default();
-        let now = Instant::now();
-        for _ in 0..FREE_FAILURES {
-            limiter.failed(ip(1), now);
-        }
-        limiter.succeeded(ip(1));
-        assert!(limiter.check(ip(1), now).is_ok());
     }
 
     #[test]

@@ -37,16 +37,14 @@ impl Vault {
                 .records
                 .client(|key| records::client_secret_mac(key, id, secret.expose()))?,
             grants: grants.iter().copied().collect(),
+            revision: 0,
         };
-        let bytes = keys.records.metadata(|key| records::seal(&record, key))?;
-        storage::write_atomic(&self.clients_dir(), &record_file(id), &bytes)?;
-        self.manifest_mut()?.clients.insert(id);
-        self.save_manifest()?;
+        self.commit_client(record)?;
         Ok((id, secret))
     }
 
     pub fn list_clients(&self) -> Result<Listing<ClientInfo>, VaultError> {
-        let ids: Vec<Uuid> = self.keys()?.manifest.clients.iter().copied().collect();
+        let ids: Vec<Uuid> = self.keys()?.manifest.clients.keys().copied().collect();
         let mut listing = Listing::default();
         for id in ids {
             match self.client(id) {
@@ -69,7 +67,7 @@ impl Vault {
     /// the vault; a damaged record can be deleted too.
     pub fn delete_clients(&mut self, ids: &[Uuid]) -> Result<(), VaultError> {
         let manifest = &self.keys()?.manifest;
-        if let Some(id) = ids.iter().find(|id| !manifest.clients.contains(id)) {
+        if let Some(id) = ids.iter().find(|id| !manifest.clients.contains_key(id)) {
             return Err(VaultError::NotFound {
                 kind: "client",
                 id: *id,
@@ -104,9 +102,21 @@ impl Vault {
                 record.grants.remove(item);
             }
         }
+        self.commit_client(record)
+    }
+
+    /// Writes `record` as its next revision, then the manifest that
+    /// vouches for it, so an older copy put back (with grants since
+    /// revoked) is refused.
+    fn commit_client(&mut self, mut record: ClientRecord) -> Result<(), VaultError> {
+        record.revision += 1;
         let keys = self.keys()?;
         let bytes = keys.records.metadata(|key| records::seal(&record, key))?;
-        storage::write_atomic(&self.clients_dir(), &record_file(client), &bytes)
+        storage::write_atomic(&self.clients_dir(), &record_file(record.id), &bytes)?;
+        self.manifest_mut()?
+            .clients
+            .insert(record.id, record.revision);
+        self.save_manifest()
     }
 
     /// Whether `client` was granted `item`.
@@ -163,13 +173,16 @@ impl Vault {
     /// client's record put back is not found.
     fn client(&self, id: Uuid) -> Result<ClientRecord, VaultError> {
         let keys = self.keys()?;
-        if !keys.manifest.clients.contains(&id) {
+        if !keys.manifest.clients.contains_key(&id) {
             return Err(VaultError::NotFound { kind: "client", id });
         }
         let bytes = storage::read_optional(&self.clients_dir(), &record_file(id))?
             .ok_or_else(|| VaultError::integrity(format!("client record {id}"), "it is missing"))?;
-        keys.records
-            .metadata(|key| records::open(&bytes, key, id))?
+        let record: ClientRecord = keys
+            .records
+            .metadata(|key| records::open(&bytes, key, id))??;
+        keys.manifest.check_client(id, record.revision)?;
+        Ok(record)
     }
 }
 

@@ -8,7 +8,7 @@
 //! rollback of the whole directory, manifest included, goes unnoticed
 //! offline; that needs state kept outside the vault.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -21,7 +21,11 @@ use super::records::{self, Record};
 pub struct Manifest {
     /// Each item and the revision its record was last written at.
     pub items: BTreeMap<Uuid, u64>,
-    pub clients: BTreeSet<Uuid>,
+    /// Each client and the revision its record was last written at.
+    pub clients: BTreeMap<Uuid, u64>,
+    /// The revision of the recovery recipient record; 0 while none is set.
+    #[serde(default)]
+    pub recovery: u64,
 }
 
 impl Record for Manifest {
@@ -45,18 +49,32 @@ impl Manifest {
 
     /// Checks an item record's revision against the manifest.
     pub fn check_item(&self, id: Uuid, revision: u64) -> Result<(), VaultError> {
-        match self.items.get(&id) {
-            None => Err(VaultError::NotFound { kind: "item", id }),
-            // Newer is fine: a crash between writing the record and the
-            // manifest leaves exactly that.
-            Some(listed) if revision >= *listed => Ok(()),
-            Some(listed) => Err(VaultError::integrity(
-                format!("item record {id}"),
-                format!(
-                    "it is revision {revision} but the manifest lists {listed}; an older \
-                     record was put back"
-                ),
-            )),
-        }
+        check_revision("item", self.items.get(&id), id, revision)
+    }
+
+    /// Checks a client record's revision against the manifest.
+    pub fn check_client(&self, id: Uuid, revision: u64) -> Result<(), VaultError> {
+        check_revision("client", self.clients.get(&id), id, revision)
+    }
+}
+
+fn check_revision(
+    kind: &'static str,
+    listed: Option<&u64>,
+    id: Uuid,
+    revision: u64,
+) -> Result<(), VaultError> {
+    match listed {
+        None => Err(VaultError::NotFound { kind, id }),
+        // Newer is fine: a crash between writing the record and the
+        // manifest leaves exactly that.
+        Some(listed) if revision >= *listed => Ok(()),
+        Some(listed) => Err(VaultError::integrity(
+            format!("{kind} record {id}"),
+            format!(
+                "it is revision {revision} but the manifest lists {listed}; an older record \
+                 was put back"
+            ),
+        )),
     }
 }

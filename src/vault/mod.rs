@@ -191,6 +191,11 @@ impl Vault {
     pub fn open(path: &Path) -> Result<Self, VaultError> {
         let dir = StorageDir::open(path)?;
         check_layout(dir.path())?;
+        if dir.path().join(VERSION_FILE).exists() {
+            for name in [ITEMS_DIR, CLIENTS_DIR] {
+                dir.ensure_subdir(name)?;
+            }
+        }
         Ok(Self { dir, keys: None })
     }
 

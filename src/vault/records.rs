@@ -54,6 +54,8 @@ pub struct ClientRecord {
     /// The items this client may read; none until granted.
     #[serde(default)]
     pub grants: BTreeSet<Uuid>,
+    /// Counts every write of this record, as for items.
+    pub revision: u64,
 }
 
 /// A record as stored: the record and its tag.

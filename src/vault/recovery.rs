@@ -19,6 +19,9 @@ use super::{RECOVERY_FILE, Vault, VaultError, storage};
 #[serde(deny_unknown_fields)]
 struct RecoveryRecord {
     recipient: String,
+    /// Matches the manifest's, so that an older recipient put back after
+    /// a rotation is refused.
+    revision: u64,
 }
 
 impl Record for RecoveryRecord {
@@ -31,16 +34,40 @@ impl Record for RecoveryRecord {
 }
 
 impl Vault {
-    /// The checked recovery recipient, if one is set.
+    /// The checked recovery recipient, if one is set. The file must be
+    /// there exactly when the manifest says one was set, carry a valid tag,
+    /// and be the revision the manifest names.
     pub fn recovery_recipient(&self) -> Result<Option<age::x25519::Recipient>, VaultError> {
-        let Some(bytes) = storage::read_optional(self.path(), RECOVERY_FILE)? else {
-            return Ok(None);
-        };
         let keys = self.keys()?;
-        let record: Result<RecoveryRecord, _> = keys
-            .records
-            .metadata(|key| records::open(&bytes, key, Uuid::nil()))?;
-        let record = record.inspect_err(|err| {
+        let expected = keys.manifest.recovery;
+        let checked = match (
+            storage::read_optional(self.path(), RECOVERY_FILE)?,
+            expected,
+        ) {
+            (None, 0) => return Ok(None),
+            (None, _) => Err(VaultError::integrity(
+                "the recovery recipient",
+                "its file is missing; set the recipient again",
+            )),
+            (Some(_), 0) => Err(VaultError::integrity(
+                "the recovery recipient",
+                "a recipient file is there that this vault never set",
+            )),
+            (Some(bytes), expected) => keys
+                .records
+                .metadata(|key| records::open::<RecoveryRecord>(&bytes, key, Uuid::nil()))?
+                .and_then(|record| {
+                    if record.revision == expected {
+                        Ok(record)
+                    } else {
+                        Err(VaultError::integrity(
+                            "the recovery recipient",
+                            "it is not the one last set; an older recipient was put back",
+                        ))
+                    }
+                }),
+        };
+        let record = checked.inspect_err(|err| {
             error!(error = %err, "the recovery recipient failed its check; no value is written");
         })?;
         age::x25519::Recipient::from_str(&record.recipient)
@@ -56,12 +83,16 @@ impl Vault {
         age::x25519::Recipient::from_str(recipient).map_err(|_| {
             VaultError::Invalid("the recovery recipient is not an age X25519 recipient".into())
         })?;
+        let revision = self.keys()?.manifest.recovery + 1;
         let record = RecoveryRecord {
             recipient: recipient.to_owned(),
+            revision,
         };
         let keys = self.keys()?;
         let bytes = keys.records.metadata(|key| records::seal(&record, key))?;
         storage::write_atomic(self.path(), RECOVERY_FILE, &bytes)?;
+        self.manifest_mut()?.recovery = revision;
+        self.save_manifest()?;
         info!("recovery recipient set; re-encrypting every value");
 
         let ids: Vec<Uuid> = self.keys()?.manifest.items.keys().copied().collect();

@@ -57,6 +57,13 @@ impl StorageDir {
     /// Makes the subdirectory `name` (mode 0700) if it is missing.
     pub fn ensure_subdir(&self, name: &str) -> Result<PathBuf, VaultError> {
         let dir = self.path.join(name);
+        if fs::symlink_metadata(&dir).is_ok_and(|meta| !meta.is_dir()) {
+            return Err(VaultError::Setup(format!(
+                "{} is not a real directory (a symlink or a file); the vault's directories must \
+                 be its own",
+                dir.display()
+            )));
+        }
         match fs::DirBuilder::new().mode(0o700).create(&dir) {
             Ok(()) => sync_dir(&self.path)?,
             Err(err) if err.kind() == io::ErrorKind::AlreadyExists => {

@@ -531,3 +531,56 @@ fn grants_are_checked_added_and_revoked() {
     assert!(!vault.is_granted(client, item).unwrap());
     assert_eq!(vault.list_clients().unwrap().entries[0].grants, vec![other]);
 }
+
+#[test]
+fn an_older_client_record_put_back_does_not_restore_revoked_grants() {
+    let (dir, mut vault) = unlocked_vault();
+    let item = vault.create_item("granted", &value(b"v")).unwrap();
+    let (client, _) = vault.create_client("host", &[item]).unwrap();
+    let path = dir.path().join(CLIENTS_DIR).join(record_file(client));
+    let with_grant = fs::read(&path).unwrap();
+    vault.set_grants(client, &[item], false).unwrap();
+    fs::write(&path, with_grant).unwrap();
+    assert!(matches!(
+        vault.is_granted(client, item),
+        Err(VaultError::Integrity { .. })
+    ));
+}
+
+#[test]
+fn the_recovery_recipient_cannot_be_rolled_back_or_removed() {
+    let (dir, mut vault) = unlocked_vault();
+    let first = age::x25519::Identity::generate().to_public().to_string();
+    let second = age::x25519::Identity::generate().to_public().to_string();
+    vault.set_recovery_recipient(&first).unwrap();
+    let path = dir.path().join(RECOVERY_FILE);
+    let old = fs::read(&path).unwrap();
+    vault.set_recovery_recipient(&second).unwrap();
+    assert_eq!(
+        vault.recovery_recipient().unwrap().unwrap().to_string(),
+        second
+    );
+
+    fs::write(&path, &old).unwrap();
+    assert!(matches!(
+        vault.create_item("x", &value(b"v")),
+        Err(VaultError::Integrity { .. })
+    ));
+    fs::remove_file(&path).unwrap();
+    assert!(matches!(
+        vault.create_item("x", &value(b"v")),
+        Err(VaultError::Integrity { .. })
+    ));
+}
+
+#[test]
+fn a_symlinked_items_directory_is_refused() {
+    let (dir, vault) = unlocked_vault();
+    drop(vault);
+    let elsewhere = private_dir();
+    let items = dir.path().join(ITEMS_DIR);
+    fs::remove_dir_all(&items).unwrap();
+    std::os::unix::fs::symlink(elsewhere.path(), &items).unwrap();
+    let err = Vault::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("not a real directory"), "{err}");
+}
