@@ -59,23 +59,28 @@ fn no_passphrase_while_unlocked_and_no_secret_after_lock() {
         }
     }
 
+    // The derived key and the identity are computed here by the test; the
+    // daemon holds the one split in a Boojum and decrypts the other only
+    // inside a guarded buffer, for one read at a time.
+    let derived = derived_key(&store, &passphrase);
+    let identity = identity(&store, &derived);
     let pid = store.child_pid();
-    let unlocked = occurrences(pid, &[passphrase.as_bytes()]);
+    let needles: [&[u8]; 3] = [passphrase.as_bytes(), &derived, identity.as_bytes()];
+    let unlocked = occurrences(pid, &needles);
     assert_eq!(
         unlocked,
-        [0],
-        "the passphrase is in the unlocked daemon's memory"
+        [0, 0, 0],
+        "passphrase, derived key, identity while unlocked"
     );
 
     store.admin(&["store", "lock"], b"").ok();
-    let derived = derived_key(&store, &passphrase);
-    let mut needles: Vec<&[u8]> = vec![passphrase.as_bytes(), &derived];
+    let mut needles: Vec<&[u8]> = vec![passphrase.as_bytes(), &derived, identity.as_bytes()];
     needles.extend(values.iter().map(|value| value.as_bytes()));
     let locked = occurrences(pid, &needles);
     assert_eq!(
         locked,
         vec![0; needles.len()],
-        "passphrase, derived key, values after lock"
+        "passphrase, derived key, identity, values after lock"
     );
 }
 
@@ -102,4 +107,45 @@ fn derived_key(store: &Store, passphrase: &str) -> [u8; 32] {
         .hash_password_into(passphrase.as_bytes(), &salt, &mut key)
         .unwrap();
     key
+}
+
+/// The vault's age identity, decrypted from identity.json with `master`.
+fn identity(store: &Store, master: &[u8; 32]) -> String {
+    use base64::Engine;
+    use chacha20poly1305::aead::{Aead, KeyInit, Payload};
+
+    let file = fs::read(store.dir.path().join("storage/identity.json")).unwrap();
+    let file: serde_json::Value = serde_json::from_slice(&file).unwrap();
+    let sealed = &file["sealed"];
+    let decode = |field: &str| {
+        base64::engine::general_purpose::STANDARD
+            .decode(sealed[field].as_str().unwrap())
+            .unwrap()
+    };
+    // The associated data is the KDF table serialised in its field order.
+    let kdf = &sealed["kdf"];
+    let aad = format!(
+        "{{\"algorithm\":{},\"version\":{},\"memory_kib\":{},\"iterations\":{},\
+         \"parallelism\":{},\"salt\":{}}}",
+        kdf["algorithm"],
+        kdf["version"],
+        kdf["memory_kib"],
+        kdf["iterations"],
+        kdf["parallelism"],
+        kdf["salt"]
+    );
+    let aad = aad.into_bytes();
+    let cipher = chacha20poly1305::XChaCha20Poly1305::new(master.into());
+    let nonce = decode("nonce");
+    let payload = Payload {
+        msg: &decode("ciphertext"),
+        aad: &aad,
+    };
+    let plain = cipher.decrypt(nonce.as_slice().into(), payload).unwrap();
+    let text = String::from_utf8(plain).unwrap();
+    assert!(
+        text.starts_with("AGE-SECRET-KEY-1"),
+        "the test decrypted the identity"
+    );
+    text
 }
