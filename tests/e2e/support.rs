@@ -214,6 +214,17 @@ impl Store {
             self.log()
         );
 
+        self.respawn();
+    }
+
+    /// Kills the daemon with SIGKILL, as a crash would, and starts it again.
+    pub fn crash_and_restart(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+        self.respawn();
+    }
+
+    fn respawn(&mut self) {
         let (child, log, port) = spawn_daemon(&self.config, &[]);
         (self.child, self.log, self.port) = (child, log, port);
         self.configure(&self.admin_dir(), !self.fingerprint.is_empty());
