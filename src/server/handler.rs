@@ -390,6 +390,10 @@ fn error_response(caller: Caller, err: &VaultError) -> Response {
             ErrorKind::Unauthorized,
             "unauthorized: the client credentials do not grant this",
         ),
+        (Caller::Admin, ErrorKind::Internal) if err.is_storage_full() => Response::error(
+            kind,
+            "the store's storage is full; nothing was changed (free space on it and retry)",
+        ),
         (Caller::Admin, ErrorKind::Internal) => {
             Response::error(kind, "internal error in credstore; its log has the details")
         }

@@ -73,10 +73,11 @@ impl Vault {
                 id: *id,
             });
         }
-        for id in ids {
-            self.manifest_mut()?.clients.remove(id);
-        }
-        self.save_manifest()?;
+        self.update_manifest(|manifest| {
+            for id in ids {
+                manifest.clients.remove(id);
+            }
+        })?;
         for id in ids {
             storage::remove_durable(&self.clients_dir(), &record_file(*id))?;
         }
@@ -113,10 +114,10 @@ impl Vault {
         let keys = self.keys()?;
         let bytes = keys.records.metadata(|key| records::seal(&record, key))?;
         storage::write_atomic(&self.clients_dir(), &record_file(record.id), &bytes)?;
-        self.manifest_mut()?
-            .clients
-            .insert(record.id, record.revision);
-        self.save_manifest()
+        let (id, revision) = (record.id, record.revision);
+        self.update_manifest(|manifest| {
+            manifest.clients.insert(id, revision);
+        })
     }
 
     /// Whether `client` was granted `item`.

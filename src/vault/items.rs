@@ -149,10 +149,11 @@ impl Vault {
                 id: *id,
             });
         }
-        for id in ids {
-            self.manifest_mut()?.items.remove(id);
-        }
-        self.save_manifest()?;
+        self.update_manifest(|manifest| {
+            for id in ids {
+                manifest.items.remove(id);
+            }
+        })?;
 
         let dir = self.items_dir();
         for name in storage::file_names(&dir)? {
@@ -185,10 +186,10 @@ impl Vault {
         let keys = self.keys()?;
         let bytes = keys.records.metadata(|key| records::seal(&*record, key))?;
         storage::write_atomic(&self.items_dir(), &record_file(record.id), &bytes)?;
-        self.manifest_mut()?
-            .items
-            .insert(record.id, record.revision);
-        self.save_manifest()
+        let (id, revision) = (record.id, record.revision);
+        self.update_manifest(|manifest| {
+            manifest.items.insert(id, revision);
+        })
     }
 
     /// Binds an unbound item to `peer`, the first client address to read

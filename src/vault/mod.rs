@@ -104,6 +104,15 @@ impl VaultError {
         }
     }
 
+    /// Whether a write failed because the storage is full (or over quota).
+    pub fn is_storage_full(&self) -> bool {
+        let full = [
+            rustix::io::Errno::NOSPC.raw_os_error(),
+            rustix::io::Errno::DQUOT.raw_os_error(),
+        ];
+        matches!(self, Self::Io { source, .. } if source.raw_os_error().is_some_and(|code| full.contains(&code)))
+    }
+
     fn integrity(what: impl Into<String>, why: impl Into<String>) -> Self {
         Self::Integrity {
             what: what.into(),
@@ -277,15 +286,24 @@ impl Vault {
         keys.metadata(|key| Manifest::open(&bytes, key))?
     }
 
-    /// Writes the in-memory manifest; the commit point of every change.
-    fn save_manifest(&self) -> Result<(), VaultError> {
+    /// Applies `change` to the manifest and writes it: the commit point of
+    /// every change. When the write fails (a full disk) the manifest in
+    /// memory is put back, so memory and disk agree on what was committed.
+    fn update_manifest(&mut self, change: impl FnOnce(&mut Manifest)) -> Result<(), VaultError> {
+        let keys = self.keys.as_mut().ok_or(VaultError::Locked)?;
+        let before = keys.manifest.clone();
+        change(&mut keys.manifest);
         let keys = self.keys()?;
-        let bytes = keys.records.metadata(|key| keys.manifest.seal(key))?;
-        storage::write_atomic(self.path(), MANIFEST_FILE, &bytes)
-    }
-
-    fn manifest_mut(&mut self) -> Result<&mut Manifest, VaultError> {
-        Ok(&mut self.keys.as_mut().ok_or(VaultError::Locked)?.manifest)
+        let written = keys
+            .records
+            .metadata(|key| keys.manifest.seal(key))
+            .and_then(|bytes| storage::write_atomic(self.path(), MANIFEST_FILE, &bytes));
+        if written.is_err()
+            && let Some(keys) = self.keys.as_mut()
+        {
+            keys.manifest = before;
+        }
+        written
     }
 
     /// Forgets every key; the vault reads nothing until unlocked again.

@@ -91,8 +91,7 @@ impl Vault {
         let keys = self.keys()?;
         let bytes = keys.records.metadata(|key| records::seal(&record, key))?;
         storage::write_atomic(self.path(), RECOVERY_FILE, &bytes)?;
-        self.manifest_mut()?.recovery = revision;
-        self.save_manifest()?;
+        self.update_manifest(|manifest| manifest.recovery = revision)?;
         info!("recovery recipient set; re-encrypting every value");
 
         let ids: Vec<Uuid> = self.keys()?.manifest.items.keys().copied().collect();

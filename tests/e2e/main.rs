@@ -3,6 +3,7 @@
 mod borg;
 mod crash;
 mod daemon;
+mod disk;
 mod frames;
 mod lifecycle;
 mod memory;
