@@ -1,6 +1,7 @@
 //! End-to-end tests: the real credstore, the real cred binary, real borg.
 
 mod borg;
+mod concurrency;
 mod crash;
 mod daemon;
 mod disk;
