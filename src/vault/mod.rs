@@ -110,7 +110,12 @@ impl VaultError {
             rustix::io::Errno::NOSPC.raw_os_error(),
             rustix::io::Errno::DQUOT.raw_os_error(),
         ];
-        matches!(self, Self::Io { source, .. } if source.raw_os_error().is_some_and(|code| full.contains(&code)))
+        match self {
+            Self::Io { source, .. } => source
+                .raw_os_error()
+                .is_some_and(|code| full.contains(&code)),
+            _ => false,
+        }
     }
 
     fn integrity(what: impl Into<String>, why: impl Into<String>) -> Self {

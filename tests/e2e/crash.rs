@@ -102,8 +102,8 @@ fn every_item_is_old_or_new_after_kills_at_random_moments() {
         }
     }
     eprintln!(
-        "crash safety: {KILLS} kills, {acknowledged} acknowledged updates, {checked} items checked, \
-         {violations} violations"
+        "crash safety: {KILLS} kills, {acknowledged} acknowledged updates, \
+         {checked} items checked, {violations} violations"
     );
     assert_eq!(violations, 0);
     assert!(acknowledged > 0, "the writer never got an update through");
