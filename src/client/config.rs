@@ -175,7 +175,9 @@ fn check_private(path: &Path) -> Result<()> {
     Ok(())
 }
 
-fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
+/// Creates `path`, which must not exist yet, mode 0600, and writes
+/// `bytes` durably: for files that hold secrets.
+pub fn write_private(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)

@@ -1,9 +1,6 @@
 //! `cred store recovery-recipient` and `cred store export`: the two ways
 //! to get values out of the store without it.
 
-use std::fs::OpenOptions;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 use anyhow::{Context, Result, bail};
@@ -12,7 +9,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use serde_json::json;
 use zeroize::Zeroizing;
 
-use credstore::client::ClientError;
+use credstore::client::{ClientError, config};
 use credstore::protocol::{Operation, Response};
 
 use crate::commands::Session;
@@ -121,13 +118,6 @@ pub(crate) fn export(session: &Session, output: &Path, pretty: bool, yes: bool) 
 
 /// Creates `path` (which must not exist) mode 0600 and writes `bytes`.
 fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(path)
-        .with_context(|| format!("cannot create {} (it must not exist yet)", path.display()))?;
-    file.write_all(bytes)
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("cannot write {}", path.display()))
+    config::write_private(path, bytes)
+        .with_context(|| format!("cannot write {} (it must not exist yet)", path.display()))
 }
