@@ -1,14 +1,7 @@
 //! borgd: runs Borg backups on schedule, fetching the repository
 //! passphrase at run time instead of keeping it in its config.
 
-mod borg;
 mod cli;
-mod config;
-mod daemon;
-mod passphrase;
-mod run;
-mod schedule;
-mod state;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -22,11 +15,12 @@ use tokio::sync::watch;
 use tracing::info;
 use tracing_subscriber::EnvFilter;
 
-use borg::Borg;
+use borgd::borg::Borg;
+use borgd::config::{Config, Source};
+use borgd::run::Runner;
+use borgd::state::{Outcome, State};
+use borgd::{borg, daemon, schedule};
 use cli::{Cli, Command};
-use config::{Config, Source};
-use run::Runner;
-use state::{Outcome, State};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
