@@ -15,7 +15,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio::time::timeout;
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 use zeroize::Zeroizing;
 
 pub use config::{ServerConfig, TlsFiles};
@@ -245,13 +245,21 @@ async fn serve_requests<S>(
 
 async fn answer(state: &Arc<State>, peer: SocketAddr, request: Request) -> Response {
     let state = state.clone();
+    on_blocking_pool(move || state.handle(peer, request)).await
+}
+
+/// Runs a request's vault work on the blocking pool, where the KDF and
+/// file reads may take their time. A panic there is answered as an
+/// internal error: it ends neither the connection nor the daemon.
+async fn on_blocking_pool(work: impl FnOnce() -> Response + Send + 'static) -> Response {
     tokio::task::spawn_blocking(move || {
-        let response = state.handle(peer, request);
+        let response = work();
         protect::scrub_stack();
         response
     })
     .await
     .unwrap_or_else(|_| {
+        error!("a request failed on an internal error; the daemon goes on");
         Response::error(
             ErrorKind::Internal,
             "internal error in credstore; its log has the details",
@@ -320,6 +328,24 @@ async fn write_response<S: AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_panicking_request_is_answered_and_the_next_one_served() {
+        let failed = on_blocking_pool(|| panic!("a bug in a handler")).await;
+        assert!(
+            matches!(
+                failed,
+                Response::Error {
+                    kind: ErrorKind::Internal,
+                    ..
+                }
+            ),
+            "{failed:?}"
+        );
+
+        let next = on_blocking_pool(|| Response::Done).await;
+        assert!(matches!(next, Response::Done), "{next:?}");
+    }
 
     #[test]
     fn same_host_covers_loopback_mapped_and_local_interfaces() {
