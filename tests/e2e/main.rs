@@ -12,3 +12,4 @@ mod mount;
 mod production;
 mod recovery;
 mod support;
+mod tamper;

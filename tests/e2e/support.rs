@@ -198,6 +198,11 @@ impl Store {
         self.log.lock().unwrap().clone()
     }
 
+    /// Whether the daemon is still running (it may have refused to start).
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
     pub fn child_pid(&self) -> u32 {
         self.child.id()
     }
@@ -205,16 +210,29 @@ impl Store {
     /// Stops the daemon with SIGTERM and starts it again on the same
     /// storage; it comes back locked, on a new port the admin config follows.
     pub fn restart(&mut self) {
-        let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
-        rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-        let status = self.child.wait().unwrap();
-        assert!(
-            status.success(),
-            "credstore exited with {status} on SIGTERM:\n{}",
-            self.log()
-        );
+        self.try_restart().unwrap_or_else(|why| panic!("{why}"));
+    }
 
-        self.respawn();
+    /// Like [`Store::restart`], answering why when the daemon refuses to
+    /// start again; call it again once the cause is gone.
+    pub fn try_restart(&mut self) -> Result<(), String> {
+        if self.child.try_wait().unwrap().is_none() {
+            let pid = rustix::process::Pid::from_raw(self.child.id() as i32).unwrap();
+            rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+            let status = self.child.wait().unwrap();
+            assert!(
+                status.success(),
+                "credstore exited with {status} on SIGTERM:\n{}",
+                self.log()
+            );
+        }
+
+        let mut command = Command::new(CREDSTORE);
+        command.arg(&self.config);
+        let (child, log, port) = try_spawn_logged(command)?;
+        (self.child, self.log, self.port) = (child, log, port);
+        self.configure(&self.admin_dir(), !self.fingerprint.is_empty());
+        Ok(())
     }
 
     /// Kills the daemon with SIGKILL, as a crash would, and starts it again.
@@ -284,7 +302,13 @@ pub fn spawn_daemon(config: &Path, extra_args: &[&str]) -> (Child, Arc<Mutex<Str
 
 /// Starts `command` (a credstore, perhaps behind setpriv), collects its
 /// log, and waits for the port it listens on.
-pub fn spawn_logged(mut command: Command) -> (Child, Arc<Mutex<String>>, u16) {
+pub fn spawn_logged(command: Command) -> (Child, Arc<Mutex<String>>, u16) {
+    try_spawn_logged(command).unwrap_or_else(|why| panic!("{why}"))
+}
+
+/// Like [`spawn_logged`], answering why when the daemon exits instead of
+/// listening.
+pub fn try_spawn_logged(mut command: Command) -> Result<(Child, Arc<Mutex<String>>, u16), String> {
     let mut child = command
         .env("RUST_LOG", "debug")
         .env("NO_COLOR", "1")
@@ -308,14 +332,14 @@ pub fn spawn_logged(mut command: Command) -> (Child, Arc<Mutex<String>>, u16) {
     loop {
         let port = listening_port(&log.lock().unwrap());
         if let Some(port) = port {
-            return (child, log, port);
+            return Ok((child, log, port));
         }
         if let Some(status) = child.try_wait().unwrap() {
             thread::sleep(Duration::from_millis(100));
-            panic!(
+            return Err(format!(
                 "credstore exited with {status} before listening:\n{}",
                 log.lock().unwrap()
-            );
+            ));
         }
         assert!(
             Instant::now() < deadline,
