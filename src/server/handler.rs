@@ -6,7 +6,8 @@
 //! the same "unauthorized".
 
 use std::net::{IpAddr, SocketAddr};
-use std::sync::{PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::ops::{Deref, DerefMut};
+use std::sync::{Mutex, MutexGuard, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
 
 use tracing::{debug, error, info, warn};
@@ -26,6 +27,32 @@ pub struct State {
     pub vault: RwLock<Vault>,
     pub production: bool,
     failures: AuthLimiter,
+    /// Writers queue here, not on the vault lock. The vault lock lets a
+    /// waiting writer go before waiting readers, so a steady stream of
+    /// updates would hold reads off indefinitely; with at most one writer
+    /// waiting on it, the readers that queued meanwhile go between writes.
+    writers: Mutex<()>,
+}
+
+/// Exclusive access to the vault, holding the writers' queue until the
+/// vault lock is released (fields drop in order).
+struct WriteAccess<'a> {
+    vault: RwLockWriteGuard<'a, Vault>,
+    _queue: MutexGuard<'a, ()>,
+}
+
+impl Deref for WriteAccess<'_> {
+    type Target = Vault;
+
+    fn deref(&self) -> &Vault {
+        &self.vault
+    }
+}
+
+impl DerefMut for WriteAccess<'_> {
+    fn deref_mut(&mut self) -> &mut Vault {
+        &mut self.vault
+    }
 }
 
 /// Who a request was authenticated as.
@@ -42,6 +69,7 @@ impl State {
             vault: RwLock::new(vault),
             production,
             failures: AuthLimiter::default(),
+            writers: Mutex::new(()),
         }
     }
 
@@ -49,8 +77,12 @@ impl State {
         self.vault.read().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn write(&self) -> RwLockWriteGuard<'_, Vault> {
-        self.vault.write().unwrap_or_else(PoisonError::into_inner)
+    fn write(&self) -> WriteAccess<'_> {
+        let queue = self.writers.lock().unwrap_or_else(PoisonError::into_inner);
+        WriteAccess {
+            vault: self.vault.write().unwrap_or_else(PoisonError::into_inner),
+            _queue: queue,
+        }
     }
 
     /// Answers one request from `peer`.

@@ -13,7 +13,7 @@ use uuid::Uuid;
 use crate::support::{PASSPHRASE, Store};
 
 const THREADS: usize = 32;
-const OPERATIONS: usize = 100;
+const OPERATIONS: usize = 1000;
 const ITEMS: usize = 8;
 
 #[test]
@@ -101,6 +101,10 @@ fn thirty_two_clients_read_and_update_without_errors_or_lost_writes() {
     assert!(
         unexpected.is_empty(),
         "reads returned values never written: {unexpected:?}"
+    );
+    eprintln!(
+        "concurrency: {THREADS} clients, {} operations, half of them updates, no errors",
+        THREADS * OPERATIONS
     );
 
     // Last writer wins: each item ends at one of the values written to it,
