@@ -47,6 +47,23 @@ pub enum Auth {
     Client { id: Uuid, secret: SecretBytes },
 }
 
+impl Auth {
+    /// The same credentials for another request, copied into new locked
+    /// memory (secrets are never cloned implicitly).
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::None => Self::None,
+            Self::Admin { passphrase } => Self::Admin {
+                passphrase: SecretBytes::copy_from(passphrase.expose()),
+            },
+            Self::Client { id, secret } => Self::Client {
+                id: *id,
+                secret: SecretBytes::copy_from(secret.expose()),
+            },
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 pub enum Operation {
     /// Version, lock state and mode; needs no credentials.

@@ -383,16 +383,7 @@ struct Session {
 
 impl Session {
     fn call(&mut self, operation: Operation) -> Result<Response, ClientError> {
-        let auth = match &self.auth {
-            Auth::None => Auth::None,
-            Auth::Admin { passphrase } => Auth::Admin {
-                passphrase: SecretBytes::copy_from(passphrase.expose()),
-            },
-            Auth::Client { id, secret } => Auth::Client {
-                id: *id,
-                secret: SecretBytes::copy_from(secret.expose()),
-            },
-        };
+        let auth = self.auth.duplicate();
         self.connection.call(&Request { auth, operation })
     }
 
