@@ -43,7 +43,9 @@ temp_files=()
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    grep -o " $work/[^ ]*" /proc/self/mounts | while read -r point; do umount -l "$point"; done
+    # Without a mount left grep fails, which must not stop the clean-up.
+    { grep -o " $work/[^ ]*" /proc/self/mounts || true; } |
+        while read -r point; do umount -l "$point" || true; done
     rm -rf "$work" "${temp_files[@]}"
 }
 trap cleanup EXIT

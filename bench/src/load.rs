@@ -25,7 +25,6 @@ use bench::{StoreArgs, Target, client_auth};
 use clap::{Parser, ValueEnum};
 use credstore::client::Connection;
 use credstore::protocol::{Auth, Operation, Request, Response};
-use credstore::secret::SecretBytes;
 use uuid::Uuid;
 
 /// Drives a credstore with concurrent clients and reports throughput and
@@ -135,17 +134,13 @@ fn main() -> ExitCode {
 /// Runs every mode, level and operation; answers the number of errors.
 fn run(cli: &Cli) -> Result<u64> {
     let target = cli.store.target()?;
-    let auth = match cli.operation.contains(&Op::Read) {
-        true => Some(client_auth(
-            &cli.store,
-            cli.client_id,
-            cli.client_secret_file.as_deref(),
-        )?),
-        false => None,
-    };
-    if cli.operation.contains(&Op::Read) && cli.item.is_none() {
+    let reads = cli.operation.contains(&Op::Read);
+    if reads && cli.item.is_none() {
         anyhow::bail!("the read operation needs --item");
     }
+    let auth = reads
+        .then(|| client_auth(&cli.store, cli.client_id, cli.client_secret_file.as_deref()))
+        .transpose()?;
     print_header(cli.tsv);
     let mut errors = 0;
     for &mode in &cli.mode {
@@ -235,7 +230,7 @@ impl Plan<'_> {
     /// A request of this plan's operation; each client gets its own.
     fn request(&self) -> Request {
         let (auth, operation) = match (self.op, self.auth, self.item) {
-            (Op::Read, Some(auth), Some(id)) => (copy_auth(auth), Operation::ItemRead { id }),
+            (Op::Read, Some(auth), Some(id)) => (auth.duplicate(), Operation::ItemRead { id }),
             _ => (Auth::None, Operation::Info),
         };
         Request { auth, operation }
@@ -252,19 +247,6 @@ impl Plan<'_> {
             (Op::Info, Response::Info(_)) | (Op::Read, Response::Value { .. }) => Ok(()),
             _ => anyhow::bail!("the store answered with another kind of response"),
         }
-    }
-}
-
-fn copy_auth(auth: &Auth) -> Auth {
-    match auth {
-        Auth::None => Auth::None,
-        Auth::Admin { passphrase } => Auth::Admin {
-            passphrase: SecretBytes::copy_from(passphrase.expose()),
-        },
-        Auth::Client { id, secret } => Auth::Client {
-            id: *id,
-            secret: SecretBytes::copy_from(secret.expose()),
-        },
     }
 }
 
