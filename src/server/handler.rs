@@ -29,8 +29,9 @@ pub struct State {
     failures: AuthLimiter,
     /// Writers queue here, not on the vault lock. The vault lock lets a
     /// waiting writer go before waiting readers, so a steady stream of
-    /// updates would hold reads off indefinitely; with at most one writer
-    /// waiting on it, the readers that queued meanwhile go between writes.
+    /// updates would hold reads off indefinitely. With no other writer
+    /// waiting on it when one finishes, the readers waiting are woken and
+    /// get their turn, at the latest after the next write.
     writers: Mutex<()>,
 }
 
@@ -220,8 +221,15 @@ impl State {
         }
     }
 
-    /// The operations only the administrator may run.
+    /// The operations only the administrator may run. Those that only
+    /// read share the vault with host reads; a long listing then holds
+    /// no host up.
     fn admin(&self, auth: &Auth, operation: Operation) -> Result<Response, VaultError> {
+        if is_read_only(&operation) {
+            let vault = self.read();
+            authorize_admin(&vault, auth)?;
+            return admin_read(&vault, operation);
+        }
         let mut vault = self.write();
         authorize_admin(&vault, auth)?;
         let response = match operation {
@@ -235,14 +243,6 @@ impl State {
                 info!(%id, generation = record.generation, "item updated");
                 Response::ItemUpdated {
                     generation: record.generation,
-                }
-            }
-            Operation::ItemList { search } => {
-                let listing = vault.list_items(search.as_deref())?;
-                let items = listing.entries.into_iter().map(item_summary).collect();
-                Response::Items {
-                    items,
-                    damaged: listing.damaged,
                 }
             }
             Operation::ItemDelete { ids } => {
@@ -268,23 +268,6 @@ impl State {
                 info!(%id, items = items.len(), "grants revoked");
                 Response::Done
             }
-            Operation::ClientList => {
-                let listing = vault.list_clients()?;
-                let clients = listing
-                    .entries
-                    .into_iter()
-                    .map(|client| ClientSummary {
-                        id: client.id,
-                        description: client.description,
-                        created: client.created,
-                        grants: client.grants,
-                    })
-                    .collect();
-                Response::Clients {
-                    clients,
-                    damaged: listing.damaged,
-                }
-            }
             Operation::ClientDelete { ids } => {
                 vault.delete_clients(&ids)?;
                 info!(count = ids.len(), "clients deleted");
@@ -300,10 +283,6 @@ impl State {
                 info!(%id, "item unbound");
                 Response::Done
             }
-            Operation::ItemReadGeneration { id, generation } => {
-                let value = vault.read_item_generation(id, generation)?;
-                Response::Value { value }
-            }
             other => {
                 return Err(VaultError::Internal(format!(
                     "{} is not an admin operation",
@@ -313,6 +292,56 @@ impl State {
         };
         Ok(response)
     }
+}
+
+/// Whether an admin operation only reads the vault.
+fn is_read_only(operation: &Operation) -> bool {
+    matches!(
+        operation,
+        Operation::ItemList { .. } | Operation::ClientList | Operation::ItemReadGeneration { .. }
+    )
+}
+
+/// The admin operations that [`is_read_only`] names.
+fn admin_read(vault: &Vault, operation: Operation) -> Result<Response, VaultError> {
+    let response = match operation {
+        Operation::ItemList { search } => {
+            let listing = vault.list_items(search.as_deref())?;
+            let items = listing.entries.into_iter().map(item_summary).collect();
+            Response::Items {
+                items,
+                damaged: listing.damaged,
+            }
+        }
+        Operation::ClientList => {
+            let listing = vault.list_clients()?;
+            let clients = listing
+                .entries
+                .into_iter()
+                .map(|client| ClientSummary {
+                    id: client.id,
+                    description: client.description,
+                    created: client.created,
+                    grants: client.grants,
+                })
+                .collect();
+            Response::Clients {
+                clients,
+                damaged: listing.damaged,
+            }
+        }
+        Operation::ItemReadGeneration { id, generation } => {
+            let value = vault.read_item_generation(id, generation)?;
+            Response::Value { value }
+        }
+        other => {
+            return Err(VaultError::Internal(format!(
+                "{} is not a read-only admin operation",
+                other.name()
+            )));
+        }
+    };
+    Ok(response)
 }
 
 fn claimed(auth: &Auth) -> Caller {
