@@ -4,7 +4,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::process::Command;
 
-use crate::support::{PASSPHRASE, run, spawn_daemon};
+use crate::support::{PASSPHRASE, run, skip, spawn_daemon};
 
 /// A small tmpfs, unmounted on drop.
 struct SmallDisk(tempfile::TempDir);
@@ -23,7 +23,7 @@ fn a_full_disk_fails_writes_clearly_and_loses_nothing() {
         .arg(disk.0.path())
         .status();
     if !mounted.is_ok_and(|status| status.success()) {
-        eprintln!("skipping: cannot mount a tmpfs (needs root)");
+        skip("cannot mount a tmpfs (needs root)");
         return;
     }
     let storage = disk.0.path().join("storage");

@@ -11,13 +11,13 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use crate::support::{CRED, Run, Store, run};
+use crate::support::{CRED, Run, Store, run, skip};
 
 fn fuse_available() -> bool {
     if Path::new("/dev/fuse").exists() {
         return true;
     }
-    eprintln!("skipping: /dev/fuse is absent, so no FUSE filesystem can be mounted here");
+    skip("/dev/fuse is absent, so no FUSE filesystem can be mounted here");
     false
 }
 

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 
 use tempfile::TempDir;
 
-use crate::support::{CRED, CREDSTORE, PASSPHRASE, Run, gen_cert, run, spawn_logged};
+use crate::support::{CRED, CREDSTORE, PASSPHRASE, Run, gen_cert, run, skip, spawn_logged};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -92,7 +92,7 @@ fn netns_available() -> bool {
     if probe.is_ok_and(|output| output.status.success()) {
         return true;
     }
-    eprintln!("skipping: ip netns is not available (needs root and iproute2)");
+    skip("ip netns is not available (needs root and iproute2)");
     false
 }
 
