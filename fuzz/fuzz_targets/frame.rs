@@ -1,21 +1,41 @@
-//! A byte stream as a peer could send it: frame after frame, each read with
-//! the length check and decoded as a request and as a response. Any input
-//! must end in a value or an error, never a panic or an allocation beyond
-//! the frame limit.
+//! A byte stream as a peer sends it, read frame after frame by the
+//! daemon's own reader and by the client's, each payload decoded as a
+//! request and as a response, unsealed and sealed. Any input must end in a
+//! value or an error, never a panic.
 
 #![no_main]
 
 use std::io::Cursor;
+use std::sync::LazyLock;
 
-use credstore::protocol::{Request, Response, decode_payload, read_payload};
+use credstore::protocol::{FrameSeal, Request, Response, decode_payload, read_payload};
+use credstore::server::read_payload_for_fuzzing;
 use libfuzzer_sys::fuzz_target;
 
+static RUNTIME: LazyLock<tokio::runtime::Runtime> = LazyLock::new(|| {
+    tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime")
+});
+
 fuzz_target!(|data: &[u8]| {
-    let mut stream = Cursor::new(data);
-    while let Ok(payload) = read_payload(&mut stream) {
-        let mut request = payload.clone();
-        let _ = decode_payload::<Request>(&mut request, None);
-        let mut response = payload;
-        let _ = decode_payload::<Response>(&mut response, None);
+    let seal = FrameSeal::from_key([7; 32]);
+    let mut daemon_side = data;
+    RUNTIME.block_on(async {
+        while let Ok(Some(payload)) = read_payload_for_fuzzing(&mut daemon_side).await {
+            decode_all(&payload, &seal);
+        }
+    });
+
+    let mut client_side = Cursor::new(data);
+    while let Ok(payload) = read_payload(&mut client_side) {
+        decode_all(&payload, &seal);
     }
 });
+
+fn decode_all(payload: &[u8], seal: &FrameSeal) {
+    for seal in [None, Some(seal)] {
+        let _ = decode_payload::<Request>(&mut payload.to_vec(), seal);
+        let _ = decode_payload::<Response>(&mut payload.to_vec(), seal);
+    }
+}

@@ -271,6 +271,14 @@ fn frame_error(err: &FrameError) -> Response {
     Response::error(ErrorKind::BadRequest, format!("bad request: {err}"))
 }
 
+/// The daemon's frame reader, reachable only from the fuzz targets.
+#[cfg(fuzzing)]
+pub async fn read_payload_for_fuzzing<S: AsyncRead + Unpin>(
+    stream: &mut S,
+) -> Result<Option<Zeroizing<Vec<u8>>>, FrameError> {
+    read_payload(stream).await
+}
+
 /// Reads one payload; `None` when the peer closed between frames.
 async fn read_payload<S: AsyncRead + Unpin>(
     stream: &mut S,
