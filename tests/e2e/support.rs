@@ -236,13 +236,7 @@ impl Store {
                 self.log()
             );
         }
-
-        let mut command = Command::new(CREDSTORE);
-        command.arg(&self.config);
-        let (child, log, port) = try_spawn_logged(command)?;
-        (self.child, self.log, self.port) = (child, log, port);
-        self.configure(&self.admin_dir(), !self.fingerprint.is_empty());
-        Ok(())
+        self.try_respawn()
     }
 
     /// Kills the daemon with SIGKILL, as a crash would, and starts it again.
@@ -253,9 +247,16 @@ impl Store {
     }
 
     fn respawn(&mut self) {
-        let (child, log, port) = spawn_daemon(&self.config, &[]);
+        self.try_respawn().unwrap_or_else(|why| panic!("{why}"));
+    }
+
+    fn try_respawn(&mut self) -> Result<(), String> {
+        let mut command = Command::new(CREDSTORE);
+        command.arg(&self.config);
+        let (child, log, port) = try_spawn_logged(command)?;
         (self.child, self.log, self.port) = (child, log, port);
         self.configure(&self.admin_dir(), !self.fingerprint.is_empty());
+        Ok(())
     }
 }
 
